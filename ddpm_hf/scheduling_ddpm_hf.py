@@ -274,7 +274,7 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ forward process q
 
-    def _at(self, table: torch.Tensor, timesteps: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+    def extract(self, table: torch.Tensor, timesteps: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """``table[timesteps]`` shaped (B, 1, 1, ...) to broadcast against ``like``."""
         timesteps = torch.as_tensor(timesteps, device=like.device).long().flatten()
         T = self.config.num_train_timesteps
@@ -286,29 +286,29 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Sample q(x_t | x_0): x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε (Ho et al. 2020, eq. 4)."""
         return (
-            self._at(self.sqrt_alphas_cumprod, timesteps, original_samples) * original_samples
-            + self._at(self.sqrt_one_minus_alphas_cumprod, timesteps, original_samples) * noise
+            self.extract(self.sqrt_alphas_cumprod, timesteps, original_samples) * original_samples
+            + self.extract(self.sqrt_one_minus_alphas_cumprod, timesteps, original_samples) * noise
         )
 
     def q_sample_step(self, x_prev: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Sample q(x_t | x_{t-1}): x_t = √α_t x_{t-1} + √β_t z (Ho et al. 2020, eq. 2)."""
         return (
-            self._at(self.alphas.sqrt(), timesteps, x_prev) * x_prev
-            + self._at(self.betas.sqrt(), timesteps, x_prev) * noise
+            self.extract(self.alphas.sqrt(), timesteps, x_prev) * x_prev
+            + self.extract(self.betas.sqrt(), timesteps, x_prev) * noise
         )
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """v = √ᾱ_t ε - √(1-ᾱ_t) x_0 (Salimans & Ho 2022, §4)."""
         return (
-            self._at(self.sqrt_alphas_cumprod, timesteps, sample) * noise
-            - self._at(self.sqrt_one_minus_alphas_cumprod, timesteps, sample) * sample
+            self.extract(self.sqrt_alphas_cumprod, timesteps, sample) * noise
+            - self.extract(self.sqrt_one_minus_alphas_cumprod, timesteps, sample) * sample
         )
 
     def predict_start_from_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x̂_0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t, the inverse of eq. 4 (Ho et al. 2020, eq. 15)."""
         return (
-            x_t - self._at(self.sqrt_one_minus_alphas_cumprod, timesteps, x_t) * noise
-        ) / self._at(self.sqrt_alphas_cumprod, timesteps, x_t)
+            x_t - self.extract(self.sqrt_one_minus_alphas_cumprod, timesteps, x_t) * noise
+        ) / self.extract(self.sqrt_alphas_cumprod, timesteps, x_t)
 
     def q_posterior_mean_variance(
         self, x_start: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor
@@ -319,13 +319,13 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
             (posterior mean μ̃_t, posterior variance, posterior log variance clipped), broadcastable to x_t.
         """
         mean = (
-            self._at(self.posterior_mean_coef1, timesteps, x_t) * x_start
-            + self._at(self.posterior_mean_coef2, timesteps, x_t) * x_t
+            self.extract(self.posterior_mean_coef1, timesteps, x_t) * x_start
+            + self.extract(self.posterior_mean_coef2, timesteps, x_t) * x_t
         )
         return (
             mean,
-            self._at(self.posterior_variance, timesteps, x_t),
-            self._at(self.posterior_log_variance_clipped, timesteps, x_t),
+            self.extract(self.posterior_variance, timesteps, x_t),
+            self.extract(self.posterior_log_variance_clipped, timesteps, x_t),
         )
 
     # ------------------------------------------------------------------ reverse process p_θ

@@ -1,0 +1,154 @@
+"""The variational bound on -log p_θ(x_0) in bits per dimension (Ho et al. 2020, eq. 5; DESIGN §1).
+
+    L = L_T + Σ_{t>1} L_{t-1} + L_0
+    L_T     = KL(q(x_T | x_0) ‖ N(0, I))                      (prior term; no parameters)
+    L_{t-1} = KL(q(x_{t-1} | x_t, x_0) ‖ p_θ(x_{t-1} | x_t))  (two Gaussians: closed form)
+    L_0     = -log p_θ(x_0 | x_1)                           (discretised Gaussian decoder, eq. 13)
+
+for 8-bit data scaled to [-1, 1]. Indices here are diffusers' (t = 0..T-1): the KL terms are at t = 1..T-1 and the
+decoder at t = 0. Every term is averaged over dimensions and divided by ln 2. The full sum needs T network
+evaluations per image; ``num_timesteps=K`` estimates Σ_t without bias from K stratified timesteps.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .scheduling_ddpm_hf import DDPMHFScheduler
+
+LOG2 = math.log(2.0)
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)), elementwise, in nats."""
+    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1)
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+    """log P(x) per element, x on the 256-level grid in [-1, 1], under N(means, e^{2 log_scales}) integrated over
+    the pixel's bin of width 2/255; the first and last bins extend to ∓∞ (Ho et al. 2020, eq. 13)."""
+    inv_std = torch.exp(-log_scales)
+    cdf_plus = torch.special.ndtr(inv_std * (x - means + 1 / 255))
+    cdf_min = torch.special.ndtr(inv_std * (x - means - 1 / 255))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1 - cdf_min).clamp(min=1e-12))
+    log_mid = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
+
+
+def _mean_bits(nats: torch.Tensor) -> torch.Tensor:
+    return nats.flatten(1).mean(1) / LOG2
+
+
+def prior_bpd(scheduler: DDPMHFScheduler, x0: torch.Tensor) -> torch.Tensor:
+    """L_T in bits/dim, per image."""
+    T = scheduler.config.num_train_timesteps
+    t = torch.full((x0.shape[0],), T - 1)
+    mean = scheduler.add_noise(x0, torch.zeros_like(x0), t)
+    logvar = torch.log1p(-scheduler.extract(scheduler.alphas_cumprod, t, x0).double()).to(x0.dtype).expand_as(x0)
+    return _mean_bits(normal_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0)))
+
+
+def model_log_variance(scheduler: DDPMHFScheduler, t: torch.Tensor, like: torch.Tensor, predicted=None) -> torch.Tensor:
+    """log σ_t² of p_θ(x_{t-1} | x_t) for the scheduler's ``variance_type`` (β̃_t or β_t; Ho et al. 2020, §3.2)."""
+    kind = scheduler.config.variance_type
+    small = scheduler.extract(scheduler.posterior_log_variance_clipped, t, like)
+    # "fixed_large" uses β_t, except at t = 0 where it takes β̃_1 as the paper's code does (β_1 is tiny)
+    large_table = torch.cat([scheduler.posterior_variance[1:2], scheduler.betas[1:]]).log()
+    large = scheduler.extract(large_table, t, like)
+    if kind in ("fixed_small", "fixed_small_log"):
+        return small.expand_as(like)
+    if kind in ("fixed_large", "fixed_large_log"):
+        return large.expand_as(like)
+    if kind == "learned":
+        return torch.log(predicted.clamp(min=1e-20))
+    frac = (predicted + 1) / 2
+    return frac * large + (1 - frac) * small
+
+
+def vb_term_bpd(unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
+    """L_{t-1} (t > 0) or L_0 (t = 0) in bits/dim per image, at x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε for this ``noise``."""
+    x_t = scheduler.add_noise(x0, noise, t)
+    output = unet(x_t, t).sample.float()
+    predicted = None
+    if scheduler.config.variance_type in ("learned", "learned_range"):
+        output, predicted = output.split(x0.shape[1], dim=1)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        pred_x0 = scheduler.predict_start_from_noise(x_t, t, output)
+    elif kind == "sample":
+        pred_x0 = output
+    else:
+        pred_x0 = scheduler.extract(scheduler.sqrt_alphas_cumprod, t, x_t) * x_t - scheduler.extract(
+            scheduler.sqrt_one_minus_alphas_cumprod, t, x_t
+        ) * output
+    if scheduler.config.clip_sample:
+        pred_x0 = pred_x0.clamp(-scheduler.config.clip_sample_range, scheduler.config.clip_sample_range)
+    model_mean, _, _ = scheduler.q_posterior_mean_variance(pred_x0, x_t, t)
+    model_logvar = model_log_variance(scheduler, t, x0, predicted)
+    true_mean, _, true_logvar = scheduler.q_posterior_mean_variance(x0, x_t, t)
+    # in float64: late KL terms are differences of nearly equal variances (β̃_t → β_t), ~1e-9 nats
+    true_mean, true_logvar, model_mean, model_logvar = (
+        v.double().expand_as(x0) for v in (true_mean, true_logvar, model_mean, model_logvar)
+    )
+    kl = _mean_bits(normal_kl(true_mean, true_logvar, model_mean, model_logvar))
+    nll = -_mean_bits(discretized_gaussian_log_likelihood(x0.double(), model_mean, 0.5 * model_logvar))
+    return torch.where(t == 0, nll, kl).float()
+
+
+@dataclass
+class BoundTerms:
+    """Per-image bits/dim: ``prior`` L_T, ``decoder`` L_0, ``terms[:, k]`` L_{t_k - 1} at ``timesteps[k]``
+    (each weighted to estimate the full sum when only some t were evaluated), and their ``total``."""
+
+    prior: torch.Tensor
+    decoder: torch.Tensor
+    timesteps: torch.Tensor
+    terms: torch.Tensor
+    total: torch.Tensor
+
+
+def variational_bound(
+    unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, num_timesteps: int | None = None,
+    generator: torch.Generator | None = None,
+) -> BoundTerms:  # fmt: skip
+    """The bound L (eq. 5) in bits/dim for a batch x_0 in [-1, 1] on the 8-bit grid.
+
+    Args:
+        unet: the ε-network (any diffusers ``UNet2DModel``), used under ``torch.inference_mode``.
+        scheduler: the scheduler it was trained with (its variance_type sets p_θ's variance).
+        x0: (B, C, H, W) images, values k/127.5 - 1 for integers k in 0..255.
+        num_timesteps: None evaluates every t = 1..T-1 (exact sum); K draws one t from each of K equal strata of
+            1..T-1 and weights each term by the stratum's size (an unbiased estimate of the sum).
+        generator: seeds the noise ε of each term and the stratified timesteps.
+
+    Returns:
+        ``BoundTerms`` with per-image tensors.
+    """
+    T = scheduler.config.num_train_timesteps
+    if x0.ndim != 4 or x0.min() < -1 or x0.max() > 1:
+        raise ValueError("x0 must be a (B, C, H, W) batch in [-1, 1]")
+    device = x0.device
+    if num_timesteps is None or num_timesteps >= T - 1:
+        timesteps, weights = torch.arange(1, T), torch.ones(T - 1)
+    else:
+        if num_timesteps < 1:
+            raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+        edges = torch.linspace(1, T, num_timesteps + 1).long()
+        sizes = edges[1:] - edges[:-1]
+        timesteps = edges[:-1] + (torch.rand(num_timesteps, generator=generator) * sizes).long()
+        weights = sizes.float()
+    batch = x0.shape[0]
+    with torch.inference_mode():
+        terms = torch.stack([
+            vb_term_bpd(unet, scheduler, x0, torch.full((batch,), int(t), device=device),
+                        torch.randn(x0.shape, generator=generator).to(device))
+            for t in timesteps
+        ], dim=1).cpu() * weights  # fmt: skip
+        decoder = vb_term_bpd(
+            unet, scheduler, x0, torch.zeros(batch, dtype=torch.long, device=device),
+            torch.randn(x0.shape, generator=generator).to(device),
+        ).cpu()  # fmt: skip
+        prior = prior_bpd(scheduler, x0).cpu()
+    return BoundTerms(prior, decoder, timesteps, terms, prior + decoder + terms.sum(1))

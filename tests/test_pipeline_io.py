@@ -1,0 +1,87 @@
+"""The pipeline folder loads both ways: with ddpm_hf (no remote code) and, without it, via trust_remote_code."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import tiny_unet
+from diffusers import DDPMPipeline
+
+import ddpm_hf
+from ddpm_hf import DDPMHFScheduler, load_pipeline, sample, save_pipeline
+
+
+def test_ddpmpipeline_with_our_scheduler_samples_and_round_trips_through_save_pretrained(tmp_path):
+    pipe = DDPMPipeline(unet=tiny_unet(), scheduler=DDPMHFScheduler(beta_schedule="squaredcos_cap_v2"))
+    pipe.set_progress_bar_config(disable=True)
+    before = pipe(2, generator=torch.manual_seed(0), num_inference_steps=5, output_type="np").images
+    pipe.save_pretrained(tmp_path / "plain")  # diffusers' own writer records "ddpm_hf.scheduling_ddpm_hf"
+    index = json.loads((tmp_path / "plain" / "model_index.json").read_text())
+    assert index["scheduler"] == ["ddpm_hf.scheduling_ddpm_hf", "DDPMHFScheduler"]
+    assert (tmp_path / "plain" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    loaded = DDPMPipeline.from_pretrained(tmp_path / "plain")  # (a): ddpm_hf is imported, no remote code
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.scheduler, ddpm_hf.DDPMHFScheduler)
+    assert loaded.scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    after = loaded(2, generator=torch.manual_seed(0), num_inference_steps=5, output_type="np").images
+    assert (before == after).all()
+
+
+def test_save_pipeline_folder_loads_with_ddpm_hf(tiny_pipeline_dir):
+    index = json.loads((tiny_pipeline_dir / "model_index.json").read_text())
+    assert index["scheduler"] == ["scheduling_ddpm_hf", "DDPMHFScheduler"]
+    shipped = (tiny_pipeline_dir / "scheduler" / "scheduling_ddpm_hf.py").read_text()
+    assert shipped == open(ddpm_hf.scheduling_ddpm_hf.__file__).read()
+    pipe = load_pipeline(tiny_pipeline_dir)
+    assert isinstance(pipe, DDPMPipeline) and isinstance(pipe.scheduler, DDPMHFScheduler)
+    assert not pipe.unet.training
+    torch.testing.assert_close(pipe.unet.state_dict()["conv_in.weight"], tiny_unet().state_dict()["conv_in.weight"])
+
+
+def test_save_pipeline_folder_loads_without_ddpm_hf(tiny_pipeline_dir, tmp_path):
+    """(b): in a fresh Python where ddpm_hf cannot be imported, stock diffusers loads the shipped scheduler code."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["ddpm_hf"] = None  # importing ddpm_hf now fails
+        import torch
+        from diffusers import DiffusionPipeline
+        pipe = DiffusionPipeline.from_pretrained({str(tiny_pipeline_dir)!r}, trust_remote_code=True)
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(2, generator=torch.manual_seed(0), num_inference_steps=5, output_type="np").images
+        print(type(pipe).__name__, type(pipe.scheduler).__name__, type(pipe.scheduler).__module__, images.shape)
+        print(repr(images[0, :2, :2, 0].tolist()))
+    """)
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = result.stdout.strip().splitlines()[-2:]
+    assert first.startswith("DDPMPipeline DDPMHFScheduler") and "(2, 16, 16, 1)" in first
+    assert first.split()[2].startswith("diffusers_modules.")  # the class came from the folder, not our package
+    ours = sample(tiny_unet(), DDPMHFScheduler(), 2, generator=torch.manual_seed(0), num_inference_steps=5,
+                  output_type="np").images  # fmt: skip
+    assert eval(second) == pytest.approx(ours[0, :2, :2, 0].tolist(), abs=1e-6)
+
+
+def test_save_pipeline_keeps_other_files_and_replaces_parts(tiny_pipeline_dir):
+    (tiny_pipeline_dir / "README.md").write_text("card")
+    save_pipeline(tiny_unet(seed=1), DDPMHFScheduler(), tiny_pipeline_dir)
+    assert (tiny_pipeline_dir / "README.md").read_text() == "card"
+    assert not [p for p in tiny_pipeline_dir.iterdir() if p.name.startswith(".tmp")]
+    loaded = load_pipeline(tiny_pipeline_dir).unet.state_dict()["conv_in.weight"]
+    torch.testing.assert_close(loaded, tiny_unet(seed=1).state_dict()["conv_in.weight"])
+
+
+def test_load_errors_name_the_problem(tiny_pipeline_dir, tmp_path):
+    with pytest.raises(ValueError, match="no such folder"):
+        load_pipeline(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a pipeline folder: it lacks model_index.json, unet, scheduler"):
+        load_pipeline(tmp_path / "empty")
+    weights = tiny_pipeline_dir / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corrupt or truncated|could not be loaded"):
+        load_pipeline(tiny_pipeline_dir)

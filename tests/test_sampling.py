@@ -1,0 +1,85 @@
+"""The sampling API against diffusers' DDPMPipeline (the oracle), its trajectories, callbacks and errors."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_unet
+from diffusers import DDPMPipeline, DDPMScheduler
+from PIL import Image
+
+from ddpm_hf import DDPMHFScheduler, sample
+
+
+@pytest.mark.parametrize("steps", [10, 100])
+def test_same_images_as_ddpmpipeline_for_the_same_seed(steps):
+    unet = tiny_unet()
+    scheduler = DDPMHFScheduler()
+    ours = sample(unet, scheduler, 3, generator=torch.Generator().manual_seed(5), num_inference_steps=steps,
+                  output_type="np").images  # fmt: skip
+    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(3, generator=torch.Generator().manual_seed(5), num_inference_steps=steps, output_type="np").images
+    assert ours.shape == theirs.shape == (3, 16, 16, 1)
+    np.testing.assert_allclose(ours, theirs, atol=2e-4)
+
+
+def test_our_scheduler_inside_ddpmpipeline_gives_the_same_images():
+    unet = tiny_unet()
+    pipe = DDPMPipeline(unet=unet, scheduler=DDPMHFScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    a = pipe(2, generator=torch.Generator().manual_seed(1), num_inference_steps=20, output_type="np").images
+    b = sample(unet, DDPMHFScheduler(), 2, generator=torch.Generator().manual_seed(1), num_inference_steps=20,
+               output_type="np").images  # fmt: skip
+    np.testing.assert_array_equal(a, b)
+
+
+def test_per_image_seeds_do_not_depend_on_batch_size():
+    unet, scheduler = tiny_unet(), DDPMHFScheduler()
+    four = sample(unet, scheduler, 4, seed=10, num_inference_steps=8, output_type="pt").images
+    two = sample(unet, scheduler, 2, seed=12, num_inference_steps=8, output_type="pt").images
+    torch.testing.assert_close(four[2:], two)
+
+
+def test_trajectory_and_callback():
+    unet, scheduler = tiny_unet(), DDPMHFScheduler()
+    seen = []
+    out = sample(unet, scheduler, 2, seed=0, num_inference_steps=10, capture_every=4, output_type="pt",
+                 callback=lambda i, t, x, x0: seen.append((i, t, tuple(x.shape), tuple(x0.shape))))  # fmt: skip
+    assert [s[0] for s in seen] == list(range(10)) and seen[0][1] == 900 and seen[-1][1] == 0
+    traj = out.trajectory
+    assert traj.timesteps == [900, 500, 100, 0]  # every 4th step and the last
+    assert len(traj.x_t) == len(traj.pred_x0) == 4 and traj.x_t[0].shape == (2, 1, 16, 16)
+    assert traj.x_t[0].std() > 0.5  # x_T is noise
+    assert sample(unet, scheduler, 1, seed=0, num_inference_steps=3).trajectory is None
+
+
+def test_variance_choice_changes_the_noise_scale_only():
+    unet, scheduler = tiny_unet(), DDPMHFScheduler(clip_sample=False)
+    small = sample(unet, scheduler, 2, seed=0, num_inference_steps=50, variance="fixed_small", output_type="pt").images
+    large = sample(unet, scheduler, 2, seed=0, num_inference_steps=50, variance="fixed_large", output_type="pt").images
+    assert not torch.allclose(small, large)
+    assert scheduler.config.variance_type == "fixed_small"  # the caller's scheduler is not modified
+
+
+def test_output_types():
+    unet, scheduler = tiny_unet(channels=3), DDPMHFScheduler()
+    pil = sample(unet, scheduler, 2, seed=0, num_inference_steps=2).images
+    assert len(pil) == 2 and isinstance(pil[0], Image.Image) and pil[0].size == (16, 16) and pil[0].mode == "RGB"
+    pt = sample(unet, scheduler, 2, seed=0, num_inference_steps=2, output_type="pt").images
+    assert pt.shape == (2, 3, 16, 16) and 0 <= pt.min() and pt.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"num_inference_steps": 1001}, "num_inference_steps"),
+        ({"output_type": "jpg"}, "output_type"),
+        ({"variance": "learned"}, "variance"),
+        ({"seed": 1, "generator": torch.Generator()}, "seed or generator"),
+    ],
+)
+def test_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sample(tiny_unet(), DDPMHFScheduler(), **{"batch_size": 1, **kwargs})
