@@ -25,12 +25,12 @@ HELP = {
     "lr_scheduler": "diffusers LR schedule: linear, cosine, cosine_with_restarts, polynomial, constant, "
     "constant_with_warmup",
     "lr_warmup_steps": "optimizer steps of linear LR warm-up",
-    "adam_beta1": "AdamW β1",
-    "adam_beta2": "AdamW β2",
+    "adam_beta1": "AdamW β1, the decay rate of the gradient's running mean",
+    "adam_beta2": "AdamW β2, the decay rate of the squared gradient's running mean",
     "adam_weight_decay": "AdamW weight decay",
-    "adam_epsilon": "AdamW ε",
+    "adam_epsilon": "AdamW ε, added to the denominator for stability",
     "max_grad_norm": "clip the gradient norm to this (0: no clipping)",
-    "mixed_precision": "no, fp16 or bf16 (fp16 needs a GPU)",
+    "mixed_precision": "no, fp16 or bf16 (fp16 is meant for GPUs)",
     "use_ema": "keep an exponential moving average of the weights; samples and the saved model use it",
     "ema_inv_gamma": "EMA warm-up: decay = 1 - (1 + step/inv_gamma)^-power",
     "ema_power": "EMA warm-up power (3/4 for short runs, 2/3 for long ones)",
@@ -61,7 +61,7 @@ OPTIONAL_INTS = {"max_train_steps", "num_epochs", "checkpoints_total_limit", "sa
 def build_parser() -> argparse.ArgumentParser:
     from ddpm_hf.training import TrainConfig
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="train_accelerate.py", description=__doc__.splitlines()[0])
     for field in dataclasses.fields(TrainConfig):
         default = field.default
         if field.name == "logger":
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         train(TrainConfig(**vars(args)))
-    except (ValueError, RuntimeError, DataError) as e:
+    except (ValueError, DataError) as e:  # bad input; a crash during training keeps its traceback
         print(f"train_accelerate.py: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,12 +1,14 @@
 """Training checkpoints: ``accelerator.save_state`` plus EMA weights and the loop's position, written atomically.
 
 A checkpoint is the folder ``checkpoint-<step>``. It is written as ``.tmp-checkpoint-<step>`` and renamed into place
-only when complete, so a crash (even ``kill -9``) never leaves a ``checkpoint-*`` that looks complete but is not.
+only when complete, so a crash (even ``kill -9``) never leaves a ``checkpoint-*`` that looks complete but is not; the
+next run deletes the ``.tmp-*`` leftovers.
 Everything is loaded without unpickling arbitrary objects: model weights and EMA weights are safetensors, the loop
 state is JSON, and accelerate loads the optimizer with ``weights_only=True``.
 """
 
 import json
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -14,11 +16,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 STATE_FILE = "training_state.json"
 EMA_FILE = "ema_model.safetensors"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+# What reading a damaged checkpoint raises: missing files, bad JSON or keys, truncated safetensors or torch files.
+_UNREADABLE = (OSError, KeyError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -43,6 +48,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every process has written its random_states_<rank>.pkl into tmp
     if accelerator.is_main_process:
         if ema is not None:
             save_file({f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
@@ -61,6 +67,14 @@ def save_checkpoint(
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def remove_leftovers(output_dir: Path, checkpoints: bool) -> None:
+    """Delete the ``.tmp-*`` folders an interrupted save left in ``output_dir``, and with ``checkpoints`` every
+    ``checkpoint-*`` too (a fresh run over an old one must not resume, or keep pruning, the old run's checkpoints)."""
+    stale = [p for p in output_dir.glob(".tmp-*") if p.is_dir()]
+    for path in stale + (list_checkpoints(output_dir) if checkpoints else []):
+        shutil.rmtree(path)
 
 
 def resolve_checkpoint(output_dir: Path, resume_from_checkpoint: str) -> Path:
@@ -92,12 +106,9 @@ def load_checkpoint(accelerator: Accelerator, path: Path, lr_scheduler, ema: EMA
             for i, p in enumerate(ema.shadow_params):
                 p.data.copy_(shadow[f"shadow.{i}"].to(p.device))
             ema.optimization_step = int(state["ema_optimization_step"] or 0)
-    except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as e:
-        raise ValueError(f"checkpoint {path} is incomplete or corrupt: {str(e).splitlines()[0]}") from None
-    except Exception as e:
-        if type(e).__name__ == "SafetensorError":
-            raise ValueError(f"checkpoint {path} is incomplete or corrupt: {e}") from None
-        raise
+    except _UNREADABLE as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"checkpoint {path} is incomplete or corrupt: {reason}") from None
     return step
 
 

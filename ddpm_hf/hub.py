@@ -46,12 +46,12 @@ With `pip install ddpm-hf`, no remote code runs: `ddpm_hf.load_pipeline("{repo}"
 
 
 def write_model_card(out: Path, cfg, data, summary: dict, grid_name: str, results: str = "") -> Path:
-    """Write ``out/README.md``: metadata (library, pipeline tag, tags, dataset, license), settings and a sample grid."""
+    """Write ``out/README.md``: metadata (library, pipeline tag, tags, dataset, license), settings, a sample grid."""
     card_data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
         license=data.license if data.license != "unknown" else "other",
-        datasets=[DATASET_IDS[data.name]] if data.name in DATASET_IDS else None,
+        datasets=[dataset_id] if (dataset_id := DATASET_IDS.get(data.name, cfg.dataset_name)) else None,
         tags=["ddpm", "diffusers", "unconditional-image-generation", "ddpm-hf", data.name],
     )
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "hub_token" and v is not None}

