@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from diffusers import DDPMPipeline, UNet2DModel
 
 from . import scheduling_ddpm_hf
@@ -72,7 +73,7 @@ def load_pipeline(path_or_repo: str | os.PathLike, **kwargs) -> DDPMPipeline:
         **kwargs: passed to both ``from_pretrained`` calls (``revision``, ``token``, ``local_files_only``, ...).
 
     Returns:
-        The pipeline, on the CPU, in eval mode.
+        The pipeline, on the CPU, in eval mode, its UNet in channels_last memory format (faster on CPU).
 
     Raises:
         ValueError: the path is missing, is not a pipeline folder, or its weights are unreadable.
@@ -94,4 +95,4 @@ def load_pipeline(path_or_repo: str | os.PathLike, **kwargs) -> DDPMPipeline:
         if type(e).__name__ == "SafetensorError":
             raise ValueError(f"model {source}: unet weights are corrupt or truncated ({e})") from None
         raise
-    return DDPMPipeline(unet=unet.eval(), scheduler=scheduler)
+    return DDPMPipeline(unet=unet.eval().to(memory_format=torch.channels_last), scheduler=scheduler)
