@@ -127,12 +127,20 @@ def _mnist_splits(path: Path, sha256: str) -> dict[str, tuple[torch.Tensor, torc
         gzip.decompress(_read_verified(path, sha256))
     )
 
-    def decode(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        images = np.rint(np.asarray(x, dtype=np.float32) * 256).clip(0, 255).astype(np.uint8)  # exact: 256 = 2**8
-        return torch.from_numpy(images.reshape(-1, 1, 28, 28)), torch.from_numpy(np.asarray(y, dtype=np.int64))
+    def to_bytes(x: np.ndarray) -> np.ndarray:
+        """x = k/256 in float32 → k as uint8, in place (no full-size float temporaries); exact: 256 = 2**8."""
+        x = np.asarray(x, dtype=np.float32)
+        np.multiply(x, 256, out=x)
+        np.rint(x, out=x)
+        np.clip(x, 0, 255, out=x)
+        return x.astype(np.uint8).reshape(-1, 1, 28, 28)
 
-    train_images, train_labels = decode(np.concatenate([train_x, valid_x]), np.concatenate([train_y, valid_y]))
-    return {"train": (train_images, train_labels), "test": decode(test_x, test_y)}
+    def labels(*ys: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([np.asarray(y, dtype=np.int64) for y in ys]))
+
+    train_images = torch.from_numpy(np.concatenate([to_bytes(train_x), to_bytes(valid_x)]))
+    test_images = torch.from_numpy(to_bytes(test_x))
+    return {"train": (train_images, labels(train_y, valid_y)), "test": (test_images, labels(test_y))}
 
 
 def _parse_idx(data: bytes, ndim: int, source: Path) -> np.ndarray:
