@@ -63,7 +63,7 @@ def run(args: list[str], hub: HubEmulator, hf_home: Path, cwd: Path, **env: str)
     local = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     full_env = {**base, **local, "HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home), **env}
     command = [sys.executable, *args]
-    proc = subprocess.run(command, check=False, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=100)
+    proc = subprocess.run(command, check=False, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=240)
     assert hub.token not in proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -78,7 +78,7 @@ def test_the_ignore_patterns_leave_out_checkpoints_logs_samples_and_temporaries(
     assert kept == ["model_index.json", "README.md", "samples.png", WEIGHTS, "unet/config.json", "scheduler/x.py"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize(
     ("lfs_mode", "env", "extra"),
     [

@@ -122,10 +122,10 @@ def run_cli(args: list[str], env: dict[str, str], code: str | None = None) -> su
     base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
     command = [sys.executable, "-c", code] if code else [sys.executable, str(REPO / "train_accelerate.py")]
     env = {**base, **env}
-    return subprocess.run(command + args, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=100)
+    return subprocess.run(command + args, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_push_without_any_token_fails_before_training(tmp_path):
     hf_home = tmp_path / "hf_home"  # no stored token either
     args = FAST + ["--output_dir", str(tmp_path / "out"), "--push_to_hub", "--hub_model_id", "test-user/ddpm-tiny"]
@@ -148,7 +148,7 @@ sys.exit(train_accelerate.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_mnist_without_its_wheel_says_how_to_install_it(tmp_path):
     proc = run_cli(FAST + ["--dataset", "mnist", "--output_dir", str(tmp_path / "out")], {}, code=WITHOUT_MNIST)
     assert proc.returncode == 2
