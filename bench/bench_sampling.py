@@ -30,7 +30,9 @@ def timed(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="models/ddpm-mnist", help="pipeline folder (a random 'small' UNet if missing)")
+    parser.add_argument(
+        "--model", default="models/ddpm-mnist", help="pipeline folder (a random 'small' UNet if missing)"
+    )
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
@@ -47,9 +49,13 @@ def main() -> None:
     baseline.set_progress_bar_config(disable=True)
     cl_unet = copy.deepcopy(unet).to(memory_format=torch.channels_last)
     variants = {
-        "diffusers DDPMPipeline": lambda n: baseline(args.batch, generator=torch.manual_seed(0), num_inference_steps=n),
+        "diffusers DDPMPipeline": lambda n: baseline(
+            args.batch, generator=torch.manual_seed(0), num_inference_steps=n
+        ),
         "ddpm_hf.sample, NCHW UNet": lambda n: sample(unet, scheduler, args.batch, seed=0, num_inference_steps=n),
-        "ddpm_hf.sample, channels_last UNet": lambda n: sample(cl_unet, scheduler, args.batch, seed=0, num_inference_steps=n),
+        "ddpm_hf.sample, channels_last UNet": lambda n: sample(
+            cl_unet, scheduler, args.batch, seed=0, num_inference_steps=n
+        ),
     }
     if args.compile:
         compiled = torch.compile(copy.deepcopy(cl_unet))
@@ -61,7 +67,7 @@ def main() -> None:
     for n in args.steps:
         base = None
         for name, run in variants.items():
-            rate = args.batch / timed(lambda: run(n), args.repeats)
+            rate = args.batch / timed(lambda run=run, n=n: run(n), args.repeats)
             base = base or rate
             print(f"| {name} | {n} | {rate:.2f} | {rate / base:.2f} |", flush=True)
 

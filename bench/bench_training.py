@@ -44,8 +44,12 @@ def main() -> None:
     parser.add_argument("--preset", default="small", help="UNet preset")
     args = parser.parse_args()
 
-    cfg = TrainConfig(model_preset=args.preset, train_batch_size=args.batch, cpu=True,
-                      output_dir=os.path.join(tempfile.gettempdir(), "ddpm-hf-bench"))  # never written
+    cfg = TrainConfig(
+        model_preset=args.preset,
+        train_batch_size=args.batch,
+        cpu=True,
+        output_dir=os.path.join(tempfile.gettempdir(), "ddpm-hf-bench"),
+    )  # never written
     images = load_training_data(cfg).images
     peak_after_data = peak_rss_mib()
     accelerator = make_accelerator(cfg)

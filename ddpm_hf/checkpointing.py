@@ -51,8 +51,9 @@ def save_checkpoint(
     accelerator.wait_for_everyone()  # every process has written its random_states_<rank>.pkl into tmp
     if accelerator.is_main_process:
         if ema is not None:
-            save_file({f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
-                      tmp / EMA_FILE)
+            save_file(
+                {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, tmp / EMA_FILE
+            )
         state = {
             "global_step": step,
             "lr_scheduler": {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"},

@@ -25,7 +25,9 @@ def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1)
 
 
-def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
     """log P(x) per element, x on the 256-level grid in [-1, 1], under N(means, e^{2 log_scales}) integrated over
     the pixel's bin of width 2/255; the first and last bins extend to ∓∞ (Ho et al. 2020, eq. 13)."""
     inv_std = torch.exp(-log_scales)
@@ -50,7 +52,9 @@ def prior_bpd(scheduler: DDPMHFScheduler, x0: torch.Tensor) -> torch.Tensor:
     return _mean_bits(normal_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0)))
 
 
-def model_log_variance(scheduler: DDPMHFScheduler, t: torch.Tensor, like: torch.Tensor, predicted=None) -> torch.Tensor:
+def model_log_variance(
+    scheduler: DDPMHFScheduler, t: torch.Tensor, like: torch.Tensor, predicted=None
+) -> torch.Tensor:
     """log σ_t² of p_θ(x_{t-1} | x_t) for the scheduler's ``variance_type`` (β̃_t or β_t; Ho et al. 2020, §3.2)."""
     kind = scheduler.config.variance_type
     small = scheduler.extract(scheduler.posterior_log_variance_clipped, t, like)
@@ -80,9 +84,10 @@ def vb_term_bpd(unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, t: torch.Ten
     elif kind == "sample":
         pred_x0 = output
     else:
-        pred_x0 = scheduler.extract(scheduler.sqrt_alphas_cumprod, t, x_t) * x_t - scheduler.extract(
-            scheduler.sqrt_one_minus_alphas_cumprod, t, x_t
-        ) * output
+        pred_x0 = (
+            scheduler.extract(scheduler.sqrt_alphas_cumprod, t, x_t) * x_t
+            - scheduler.extract(scheduler.sqrt_one_minus_alphas_cumprod, t, x_t) * output
+        )
     if scheduler.config.clip_sample:
         pred_x0 = pred_x0.clamp(-scheduler.config.clip_sample_range, scheduler.config.clip_sample_range)
     model_mean, _, _ = scheduler.q_posterior_mean_variance(pred_x0, x_t, t)

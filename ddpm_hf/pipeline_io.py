@@ -89,7 +89,7 @@ def load_pipeline(path_or_repo: str | os.PathLike, **kwargs) -> DDPMPipeline:
     try:
         unet = UNet2DModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kwargs)
         scheduler = DDPMHFScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         raise ValueError(f"model {source} could not be loaded: {str(e).splitlines()[0]}") from None
     except Exception as e:  # safetensors raises its own error type on a truncated or corrupt file
         if type(e).__name__ == "SafetensorError":

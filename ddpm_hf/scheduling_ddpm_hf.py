@@ -26,7 +26,7 @@ timestep) adds no noise, whatever its t (diffusers adds noise whenever t > 0, e.
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -117,7 +117,7 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
     variants are the same σ_t computed through logs.
     """
 
-    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    _compatibles: ClassVar[list[str]] = [e.name for e in KarrasDiffusionSchedulers]
     order = 1
 
     @register_to_config
@@ -203,7 +203,9 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
                 if not 0 < value < 1:
                     raise ValueError(f"{key} must lie in (0, 1), got {value}")
             if beta_end < beta_start:
-                raise ValueError(f"beta_end={beta_end} < beta_start={beta_start}: a {beta_schedule} schedule must increase")
+                raise ValueError(
+                    f"beta_end={beta_end} < beta_start={beta_start}: a {beta_schedule} schedule must increase"
+                )
         return make_betas(beta_schedule, T, beta_start, beta_end)
 
     # ------------------------------------------------------------------ timesteps
@@ -254,8 +256,7 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
                 np.log(np.maximum(post["posterior_variance"], MIN_VARIANCE)), np.log(post["betas"]),
             )  # fmt: skip
         self._step_table = {
-            int(t): StepCoefficients(int(p), *map(float, values))
-            for t, p, *values in zip(schedule, prev, *columns)
+            int(t): StepCoefficients(int(p), *map(float, values)) for t, p, *values in zip(schedule, prev, *columns)
         }
         self.timesteps = torch.from_numpy(schedule).to(device)
 
@@ -309,11 +310,13 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
             - self.extract(self.sqrt_one_minus_alphas_cumprod, timesteps, sample) * sample
         )
 
-    def predict_start_from_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def predict_start_from_noise(
+        self, x_t: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """x̂_0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t, the inverse of eq. 4 (Ho et al. 2020, eq. 15)."""
-        return (
-            x_t - self.extract(self.sqrt_one_minus_alphas_cumprod, timesteps, x_t) * noise
-        ) / self.extract(self.sqrt_alphas_cumprod, timesteps, x_t)
+        return (x_t - self.extract(self.sqrt_one_minus_alphas_cumprod, timesteps, x_t) * noise) / self.extract(
+            self.sqrt_alphas_cumprod, timesteps, x_t
+        )
 
     def q_posterior_mean_variance(
         self, x_start: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor
@@ -367,8 +370,10 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
         if learned and model_output.shape[1:] == (2 * channels, *sample.shape[2:]):
             model_output, predicted_variance = torch.split(model_output, channels, dim=1)
         elif learned:
-            raise ValueError(f"variance_type={cfg.variance_type!r} needs 2x{channels} output channels, got "
-                             f"model_output {tuple(model_output.shape)} for sample {tuple(sample.shape)}")
+            raise ValueError(
+                f"variance_type={cfg.variance_type!r} needs 2x{channels} output channels, got "
+                f"model_output {tuple(model_output.shape)} for sample {tuple(sample.shape)}"
+            )
         if model_output.shape != sample.shape:
             raise ValueError(f"model_output shape {tuple(model_output.shape)} != sample shape {tuple(sample.shape)}")
         # one reduction; the elementwise check runs only if the sum is not finite (it may overflow in fp16)

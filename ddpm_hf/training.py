@@ -226,7 +226,8 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.output_dir)
     unet = init_unet(cfg, data.images.shape[1])
     scheduler = DDPMHFScheduler(
-        num_train_timesteps=cfg.ddpm_num_steps, beta_schedule=cfg.ddpm_beta_schedule,
+        num_train_timesteps=cfg.ddpm_num_steps,
+        beta_schedule=cfg.ddpm_beta_schedule,
         prediction_type=cfg.prediction_type,
     )
     resume = resolve_checkpoint(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None

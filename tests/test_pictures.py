@@ -1,11 +1,11 @@
 """Grids and animations: sizes, pixel values, frame counts, the held last frame."""
 
 import torch
+from conftest import tiny_unet
 from PIL import Image
 
 from ddpm_hf import DDPMHFScheduler, sample
 from ddpm_hf.pictures import denoising_frames, forward_frames, make_grid, save_gif
-from conftest import tiny_unet
 
 
 def test_grid_places_each_image_and_upscales_with_nearest_neighbours():

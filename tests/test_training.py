@@ -34,8 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
 # The LR schedule is a function of max_train_steps; a warm-up that outlasts the runs makes it the same for a run of
 # 3 steps and one of 6, so "3 steps, then resume to 6" can be compared with "6 steps".
-TINY = {"model_preset": "tiny", "train_batch_size": 8, "use_ema": True, "ddpm_num_inference_steps": 2,
-        "logger": "none", "lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 8, "learning_rate": 1e-3}
+TINY = {
+    "model_preset": "tiny",
+    "train_batch_size": 8,
+    "use_ema": True,
+    "ddpm_num_inference_steps": 2,
+    "logger": "none",
+    "lr_scheduler": "constant_with_warmup",
+    "lr_warmup_steps": 8,
+    "learning_rate": 1e-3,
+}
 
 
 def tiny_config(output_dir: Path, **overrides) -> TrainConfig:
