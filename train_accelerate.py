@@ -16,7 +16,7 @@ HELP = {
     "resolution": "image side in pixels; images are resized and center-cropped to it",
     "random_flip": "flip training images horizontally at random",
     "output_dir": "the pipeline folder to write (checkpoints go inside it)",
-    "overwrite_output_dir": "allow --output_dir to hold an earlier run",
+    "overwrite_output_dir": "allow --output_dir to hold an earlier run (its checkpoint-* folders are deleted)",
     "train_batch_size": "images per process per micro-step",
     "max_train_steps": "optimizer steps to run (overrides --num_epochs)",
     "num_epochs": "passes over the data when --max_train_steps is not given",
@@ -50,7 +50,8 @@ HELP = {
     "cpu": "train on the CPU even if a GPU is present (and for multi-process CPU runs)",
     "push_to_hub": "push the pipeline folder and model card to the Hub at the end",
     "hub_model_id": "the Hub repo to push to, e.g. user/ddpm-mnist",
-    "hub_token": "Hub token (default: the HF_TOKEN environment variable); never printed or saved",
+    "hub_token": "Hub token; prefer the HF_TOKEN environment variable or `hf auth login` (a flag shows in `ps` and "
+    "shell history); never printed or saved by this script",
     "hub_private_repo": "create the Hub repo as private",
 }
 

@@ -13,7 +13,6 @@ import re
 import shutil
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from safetensors import SafetensorError
@@ -111,8 +110,3 @@ def load_checkpoint(accelerator: Accelerator, path: Path, lr_scheduler, ema: EMA
         reason = (str(e).splitlines() or [type(e).__name__])[0]
         raise ValueError(f"checkpoint {path} is incomplete or corrupt: {reason}") from None
     return step
-
-
-def ema_state_tensors(ema: EMAModel) -> list[torch.Tensor]:
-    """The EMA shadow parameters (for tests and for copying into a model)."""
-    return [p.detach().clone() for p in ema.shadow_params]

@@ -9,6 +9,7 @@ from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
 
 # What a pushed pipeline folder leaves out: training checkpoints, logs, per-step samples, temporary folders.
 PUSH_IGNORE = ["checkpoint-*/**", ".tmp-*/**", "logs/**", "samples/**", "**/.tmp-*"]
+PATH_SETTINGS = {"output_dir", "train_data_dir", "model_config", "resume_from_checkpoint"}
 DATASET_IDS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
 
 CARD_TEMPLATE = """---
@@ -18,7 +19,7 @@ CARD_TEMPLATE = """---
 # {title}
 
 A DDPM (Ho et al. 2020, [arXiv 2006.11239](https://arxiv.org/abs/2006.11239)) trained with
-[ddpm-hf](https://github.com/ddpm-hf/ddpm-hf)'s `train_accelerate.py` on {dataset}.
+ddpm-hf's `train_accelerate.py` on {dataset}.
 
 ![samples]({grid})
 
@@ -33,7 +34,7 @@ pipe = DiffusionPipeline.from_pretrained("{repo}", trust_remote_code=True)
 images = pipe(batch_size=16, num_inference_steps=1000, generator=torch.manual_seed(0)).images
 ```
 
-With `pip install ddpm-hf`, no remote code runs: `ddpm_hf.load_pipeline("{repo}")`.
+With the `ddpm_hf` package installed, no remote code runs: `ddpm_hf.load_pipeline("{repo}")`.
 
 ## Training
 
@@ -55,6 +56,8 @@ def write_model_card(out: Path, cfg, data, summary: dict, grid_name: str, result
         tags=["ddpm", "diffusers", "unconditional-image-generation", "ddpm-hf", data.name],
     )
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "hub_token" and v is not None}
+    for key in PATH_SETTINGS & settings.keys():  # a public card names folders, not the trainer's file system
+        settings[key] = Path(settings[key]).name
     settings.update({f"measured {k}": v for k, v in summary.items()})
     rows = "\n".join(f"| {k} | {json.dumps(v) if not isinstance(v, str) else v} |" for k, v in settings.items())
     text = CARD_TEMPLATE.format(

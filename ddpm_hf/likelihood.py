@@ -88,8 +88,7 @@ def vb_term_bpd(unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, t: torch.Ten
             scheduler.extract(scheduler.sqrt_alphas_cumprod, t, x_t) * x_t
             - scheduler.extract(scheduler.sqrt_one_minus_alphas_cumprod, t, x_t) * output
         )
-    if scheduler.config.clip_sample:
-        pred_x0 = pred_x0.clamp(-scheduler.config.clip_sample_range, scheduler.config.clip_sample_range)
+    pred_x0 = scheduler.clip_predicted_start(pred_x0)
     model_mean, _, _ = scheduler.q_posterior_mean_variance(pred_x0, x_t, t)
     model_logvar = model_log_variance(scheduler, t, x0, predicted)
     true_mean, _, true_logvar = scheduler.q_posterior_mean_variance(x0, x_t, t)

@@ -1,6 +1,5 @@
 """Pictures of the chain: sample grids, denoising animations (x_t beside x̂_0) and the forward process q(x_t | x_0)."""
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,8 @@ def denoising_frames(trajectory, nrow: int | None = None, scale: int = 4) -> lis
     for x_t, x0 in zip(trajectory.x_t, trajectory.pred_x0):
         left = make_grid(x_t.clamp(-1, 1), nrow, scale, value_range=(-1, 1))
         right = make_grid(x0.clamp(-1, 1), nrow, scale, value_range=(-1, 1))
-        frame = Image.new(left.mode, (left.width * 2 + 8 * scale, left.height), 255)
+        white = 255 if left.mode == "L" else (255, 255, 255)
+        frame = Image.new(left.mode, (left.width * 2 + 8 * scale, left.height), white)
         frame.paste(left, (0, 0))
         frame.paste(right, (left.width + 8 * scale, 0))
         frames.append(frame)
@@ -66,9 +66,3 @@ def forward_frames(scheduler, x0: torch.Tensor, timesteps, seed: int = 0, scale:
         x_t = scheduler.add_noise(x0, noise, torch.full((x0.shape[0],), int(t)))
         frames.append(make_grid(x_t.clamp(-1, 1), scale=scale, value_range=(-1, 1)))
     return frames
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

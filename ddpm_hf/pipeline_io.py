@@ -89,10 +89,7 @@ def load_pipeline(path_or_repo: str | os.PathLike, **kwargs) -> DDPMPipeline:
     try:
         unet = UNet2DModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kwargs)
         scheduler = DDPMHFScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"model {source} could not be loaded: {str(e).splitlines()[0]}") from None
-    except Exception as e:  # safetensors raises its own error type on a truncated or corrupt file
-        if type(e).__name__ == "SafetensorError":
-            raise ValueError(f"model {source}: unet weights are corrupt or truncated ({e})") from None
-        raise
+    except (OSError, ValueError) as e:  # diffusers reports a truncated safetensors file as an OSError too
+        where = "folder" if Path(source).expanduser().is_dir() else "local folder or Hub repo"
+        raise ValueError(f"model {source} ({where}) could not be loaded: {str(e).splitlines()[0]}") from None
     return DDPMPipeline(unet=unet.eval().to(memory_format=torch.channels_last), scheduler=scheduler)

@@ -236,7 +236,8 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
             elif spacing == "leading":
                 schedule = (np.arange(n) * (T // n)).round()[::-1].astype(np.int64) + self.config.steps_offset
             else:
-                schedule = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+                # T - k·T/n for k < n: np.arange(T, 0, -T/n) overshoots to n+1 values for some n (e.g. 61)
+                schedule = np.round(T - np.arange(n) * (T / n)).astype(np.int64) - 1
             num_inference_steps, custom = int(n), False
         if schedule[0] >= T or schedule[-1] < 0:
             raise ValueError(f"timesteps must lie in [0, {T - 1}], got {schedule[0]}..{schedule[-1]}")
@@ -338,6 +339,14 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ reverse process p_θ
 
+    def clip_predicted_start(self, x0: torch.Tensor) -> torch.Tensor:
+        """x̂_0 kept in the data range as configured: dynamic thresholding, clipping to ±clip_sample_range, or as is."""
+        if self.config.thresholding:
+            return self._threshold_sample(x0)
+        if self.config.clip_sample:
+            return x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
+        return x0
+
     def _threshold_sample(self, x0: torch.Tensor) -> torch.Tensor:
         """Dynamic thresholding (Saharia et al. 2022, §2.3): clip each image to its s-quantile of |x̂_0|, rescale."""
         flat = x0.float().reshape(x0.shape[0], -1)
@@ -353,7 +362,8 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
         generator: torch.Generator | list[torch.Generator] | None = None,
         return_dict: bool = True,
     ) -> DDPMSchedulerOutput | tuple:
-        """One reverse step x_t -> x_{t-1} ~ p_θ(x_{t-1} | x_t) (Ho et al. 2020, Algorithm 2, line 4).
+        """One reverse step x_t -> x_s ~ p_θ(x_s | x_t), s = ``previous_timestep(t)`` (t-1 on the full chain;
+        Ho et al. 2020, Algorithm 2, line 4).
 
         Args:
             model_output: the network's output at (x_t, t): ε, x_0 or v per ``prediction_type`` (with the variance
@@ -388,10 +398,7 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
         else:
             x0 = torch.sub(sample * c.sqrt_alphas_cumprod, model_output, alpha=c.sqrt_one_minus_alphas_cumprod)
         # 2. keep x̂_0 in the data range
-        if cfg.thresholding:
-            x0 = self._threshold_sample(x0)
-        elif cfg.clip_sample:
-            x0 = x0.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
+        x0 = self.clip_predicted_start(x0)
         # 3. posterior mean μ̃_t(x_t, x̂_0) (eq. 7)
         prev_sample = torch.add(sample * c.posterior_mean_coef2, x0, alpha=c.posterior_mean_coef1)
         # 4. x_{t-1} = μ + σ_t z, z ~ N(0, I); the chain's last step is noise-free

@@ -23,7 +23,7 @@ from diffusers.training_utils import EMAModel
 from huggingface_hub import get_token
 from tqdm.auto import tqdm
 
-from . import data as datasets
+from . import data as image_data
 from .checkpointing import load_checkpoint, remove_leftovers, resolve_checkpoint, save_checkpoint
 from .hub import push_to_hub, write_model_card
 from .models import build_unet
@@ -82,13 +82,13 @@ class TrainConfig:
     hub_private_repo: bool = False
 
 
-def load_training_data(cfg: TrainConfig) -> datasets.ImageDataset:
+def load_training_data(cfg: TrainConfig) -> image_data.ImageDataset:
     """The training images, from exactly one of --train_data_dir, --dataset_name or --dataset."""
     if cfg.train_data_dir:
-        return datasets.load_image_folder(cfg.train_data_dir, cfg.resolution)
+        return image_data.load_image_folder(cfg.train_data_dir, cfg.resolution)
     if cfg.dataset_name:
-        return datasets.load_hub_dataset(cfg.dataset_name, cfg.resolution)
-    data = datasets.load_dataset(cfg.dataset, "train")
+        return image_data.load_hub_dataset(cfg.dataset_name, cfg.resolution)
+    data = image_data.load_dataset(cfg.dataset, "train")
     if data.images.shape[-1] != cfg.resolution:
         data = dataclasses.replace(data, images=resize_uint8(data.images, cfg.resolution))
     return data
@@ -108,8 +108,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("give at most one of --train_data_dir and --dataset_name")
     if not any(sources) and cfg.dataset not in ("mnist", "fashion-mnist"):
         raise ValueError(f"--dataset {cfg.dataset!r} is unknown; choose mnist or fashion-mnist")
-    for key in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "ddpm_num_steps"):
-        if getattr(cfg, key) < 1:
+    for key in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "ddpm_num_steps",
+                "max_train_steps", "num_epochs"):  # fmt: skip
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise ValueError(f"--{key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.checkpoints_total_limit is not None and cfg.checkpoints_total_limit < 1:
         raise ValueError(f"--checkpoints_total_limit must be >= 1, got {cfg.checkpoints_total_limit}")
@@ -166,10 +167,10 @@ def micro_batch(data: torch.Tensor, micro_step: int, global_batch: int, seed: in
     order = epoch_order(data.shape[0], seed, epoch)
     idx = order[position * global_batch : (position + 1) * global_batch]
     g = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * (micro_step + 1))
-    images = datasets.augment(data[idx], random_flip, g)
+    images = image_data.augment(data[idx], random_flip, g)
     timesteps = torch.randint(0, T, (global_batch,), generator=g)
     noise = torch.randn((global_batch, *images.shape[1:]), generator=g)
-    return datasets.to_model_range(images), noise, timesteps
+    return image_data.to_model_range(images), noise, timesteps
 
 
 def local_batch(data: torch.Tensor, micro_step: int, batch_size: int, num_processes: int, process_index: int,
@@ -236,7 +237,9 @@ def train(cfg: TrainConfig) -> Path:
     if n_images < global_batch:
         raise ValueError(f"the dataset has {n_images} images, fewer than one global batch ({global_batch})")
     steps_per_epoch = n_images // global_batch // cfg.gradient_accumulation_steps
-    max_steps = cfg.max_train_steps or cfg.num_epochs * steps_per_epoch
+    max_steps = cfg.max_train_steps if cfg.max_train_steps is not None else cfg.num_epochs * steps_per_epoch
+    if max_steps < 1:
+        raise ValueError(f"--num_epochs {cfg.num_epochs} of {steps_per_epoch} steps each is no training at all")
 
     optimizer = torch.optim.AdamW(
         unet.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),

@@ -91,6 +91,17 @@ def test_strided_chain_matches_diffusers(config, spacing, steps):
     assert assert_step_parity(config, num_inference_steps=steps) == steps
 
 
+@pytest.mark.parametrize("steps", [61, 103, 121, 999])
+def test_trailing_step_counts_where_a_float_arange_overshoots(steps):
+    """diffusers' np.arange(T, 0, -T/n) yields n+1 timesteps for some n, the last -1; we take its first n."""
+    ours, theirs = DDPMHFScheduler(timestep_spacing="trailing"), DDPMScheduler(timestep_spacing="trailing")
+    ours.set_timesteps(steps), theirs.set_timesteps(steps)
+    assert len(ours.timesteps) == steps and ours.timesteps.tolist() == theirs.timesteps.tolist()[:steps]
+    if steps != 999:
+        assert len(theirs.timesteps) == steps + 1 and int(theirs.timesteps[-1]) == -1
+    assert assert_step_parity({}, timesteps=ours.timesteps.tolist()) == steps
+
+
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_1000_inference_steps_match_diffusers(spacing):
     assert assert_step_parity({"timestep_spacing": spacing, "clip_sample": False}, num_inference_steps=1000) == 1000
