@@ -76,6 +76,7 @@ def test_sample_shows_the_animation(page, screenshot_dir):
 
     frame = page.locator(".picture img[src$='.png']:visible").last  # the scrubbed frame, under the GIF's row
     last_frame = frame.get_attribute("src")
+    page.get_by_label("number input for Captured step 19 of 0 … 19: x_t at t = 0").wait_for(timeout=60_000)
     set_number(page, "Captured step 19 of 0 … 19: x_t at t = 0", 0)
     page.wait_for_function(
         "src => [...document.querySelectorAll('.picture img')].every(i => i.src !== src) ||"
