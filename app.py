@@ -6,7 +6,7 @@ The models offered are the subfolders of ``$DDPM_HF_MODELS_DIR`` (default: ``mod
 
 Importing this file is cheap: gradio is imported by ``build_demo()``, and torch, diffusers, models and data by the
 first request that needs them (``ddpm_hf.app_logic``). Compute events share one queue slot (one job at a time).
-API endpoints: ``/sample`` (streams), ``/forward``, ``/schedule``, ``/posterior``, ``/bound``; see docs/app.md.
+API endpoints: ``/sample`` (streams), ``/forward``, ``/schedule``, ``/posterior``, ``/bound``; see the README, "The app".
 """
 
 import functools
