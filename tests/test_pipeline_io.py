@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +89,31 @@ def test_load_errors_name_the_problem(tiny_pipeline_dir, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match=r"\(folder\) could not be loaded: .*diffusion_pytorch_model.safetensors"):
         load_pipeline(tiny_pipeline_dir)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "ddpm-mnist"
+
+
+def test_the_shipped_default_model_loads_offline_both_ways(tmp_path):
+    """models/ddpm-mnist: with ddpm_hf (no remote code), and in a fresh Python without it; same images."""
+    with open(ddpm_hf.scheduling_ddpm_hf.__file__) as f:  # the copy inside the model is this package's scheduler
+        assert (SHIPPED / "scheduler" / "scheduling_ddpm_hf.py").read_text() == f.read()
+    pipe = load_pipeline(SHIPPED)
+    assert pipe.unet.config.sample_size == 28 and isinstance(pipe.scheduler, DDPMHFScheduler)
+    ours = sample(pipe.unet, pipe.scheduler, 2, generator=torch.manual_seed(0), num_inference_steps=3,
+                  output_type="np").images  # fmt: skip
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["ddpm_hf"] = None
+        import torch
+        from diffusers import DiffusionPipeline
+        pipe = DiffusionPipeline.from_pretrained({str(SHIPPED)!r}, trust_remote_code=True)
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(2, generator=torch.manual_seed(0), num_inference_steps=3, output_type="np").images
+        print(json.dumps(images[:, :, :, 0].tolist()))
+    """)
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path,
+                            env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.array(json.loads(result.stdout.strip().splitlines()[-1])), ours[..., 0], atol=1e-4)
