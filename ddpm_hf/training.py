@@ -279,7 +279,7 @@ def train(cfg: TrainConfig) -> Path:
         accelerator.log(logs, step=step)
         if step % cfg.checkpointing_steps == 0 or step == max_steps:
             save_checkpoint(accelerator, out, step, lr_scheduler, ema, cfg.checkpoints_total_limit)
-            if accelerator.is_main_process:
+            if accelerator.is_main_process and step < max_steps:  # the last step's export follows the loop
                 export_pipeline(accelerator.unwrap_model(unet), ema, scheduler, out)
         if cfg.save_images_steps and step % cfg.save_images_steps == 0 and accelerator.is_main_process:
             save_sample_grid(accelerator.unwrap_model(unet), ema, scheduler, out / "samples" / f"step-{step}.png", cfg)
