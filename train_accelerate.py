@@ -41,6 +41,8 @@ HELP = {
     "ddpm_num_inference_steps": "reverse steps for the sample grids",
     "model_preset": "UNet size: tiny (tests) or small (default, 2.7M parameters, for 28x28 on a CPU)",
     "model_config": "a JSON file of UNet2DModel arguments (overrides --model_preset)",
+    "pretrained_model_name_or_path": "start from this pipeline folder's (or Hub repo's) UNet weights instead of a fresh "
+    "UNet; the optimizer, LR schedule and EMA start fresh",
     "checkpointing_steps": "save a resumable checkpoint (and the pipeline folder) every this many steps",
     "checkpoints_total_limit": "keep only the newest this many checkpoints",
     "resume_from_checkpoint": "a checkpoint folder, or `latest` in --output_dir",

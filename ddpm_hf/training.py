@@ -69,6 +69,7 @@ class TrainConfig:
     ddpm_num_inference_steps: int = 1000
     model_preset: str = "small"
     model_config: str | None = None
+    pretrained_model_name_or_path: str | None = None
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
     resume_from_checkpoint: str | None = None
@@ -196,7 +197,18 @@ def diffusion_loss(unet, scheduler: DDPMHFScheduler, x0, noise, timesteps) -> to
 
 
 def init_unet(cfg: TrainConfig, channels: int) -> UNet2DModel:
-    """A fresh UNet whose initial weights depend only on ``cfg.seed`` (the global RNG is left as it was)."""
+    """The UNet to train: a pipeline folder's UNet (warm start), or fresh weights that depend only on ``cfg.seed``."""
+    if cfg.pretrained_model_name_or_path:
+        try:
+            unet = UNet2DModel.from_pretrained(cfg.pretrained_model_name_or_path, subfolder="unet", use_safetensors=True)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--pretrained_model_name_or_path: no UNet to start from ({e})") from None
+        if unet.config.in_channels != channels or unet.config.sample_size != cfg.resolution:
+            raise ValueError(
+                f"--pretrained_model_name_or_path takes {unet.config.in_channels}-channel {unet.config.sample_size}px"
+                f" images; the data has {channels} channels at --resolution {cfg.resolution}"
+            )
+        return unet.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return build_unet(cfg.model_preset, cfg.resolution, channels, cfg.model_config)
