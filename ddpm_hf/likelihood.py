@@ -1,4 +1,4 @@
-"""The variational bound on -log p_θ(x_0) in bits per dimension (Ho et al. 2020, eq. 5; DESIGN §1).
+"""The variational bound on -log p_θ(x_0) in bits per dimension (Ho et al. 2020, eq. 5).
 
     L = L_T + Σ_{t>1} L_{t-1} + L_0
     L_T     = KL(q(x_T | x_0) ‖ N(0, I))                      (prior term; no parameters)
@@ -7,7 +7,8 @@
 
 for 8-bit data scaled to [-1, 1]. Indices here are diffusers' (t = 0..T-1): the KL terms are at t = 1..T-1 and the
 decoder at t = 0. Every term is averaged over dimensions and divided by ln 2. The full sum needs T network
-evaluations per image; ``num_timesteps=K`` estimates Σ_t without bias from K stratified timesteps.
+evaluations per image; ``num_timesteps=K`` estimates Σ_t without bias from K stratified timesteps. ``vb_terms``
+takes a model output the caller already has, so a network evaluation serves both a sampling step and the bound.
 """
 
 import math
@@ -46,51 +47,27 @@ def _mean_bits(nats: torch.Tensor) -> torch.Tensor:
 def prior_bpd(scheduler: DDPMHFScheduler, x0: torch.Tensor) -> torch.Tensor:
     """L_T in bits/dim, per image."""
     T = scheduler.config.num_train_timesteps
-    t = torch.full((x0.shape[0],), T - 1)
-    mean = scheduler.add_noise(x0, torch.zeros_like(x0), t)
-    logvar = torch.log1p(-scheduler.extract(scheduler.alphas_cumprod, t, x0).double()).to(x0.dtype).expand_as(x0)
+    mean = scheduler.add_noise(x0, torch.zeros_like(x0), torch.full((x0.shape[0],), T - 1, device=x0.device))
+    logvar = torch.log1p(-scheduler.alphas_cumprod[T - 1].double()).to(x0.dtype).expand_as(x0)
     return _mean_bits(normal_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0)))
 
 
-def model_log_variance(
-    scheduler: DDPMHFScheduler, t: torch.Tensor, like: torch.Tensor, predicted=None
+def vb_terms(
+    scheduler: DDPMHFScheduler, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, model_output: torch.Tensor
 ) -> torch.Tensor:
-    """log σ_t² of p_θ(x_{t-1} | x_t) for the scheduler's ``variance_type`` (β̃_t or β_t; Ho et al. 2020, §3.2)."""
-    kind = scheduler.config.variance_type
-    small = scheduler.extract(scheduler.posterior_log_variance_clipped, t, like)
-    # "fixed_large" uses β_t, except at t = 0 where it takes β̃_1 as the paper's code does (β_1 is tiny)
-    large_table = torch.cat([scheduler.posterior_variance[1:2], scheduler.betas[1:]]).log()
-    large = scheduler.extract(large_table, t, like)
-    if kind in ("fixed_small", "fixed_small_log"):
-        return small.expand_as(like)
-    if kind in ("fixed_large", "fixed_large_log"):
-        return large.expand_as(like)
-    if kind == "learned":
-        return torch.log(predicted.clamp(min=1e-20))
-    frac = (predicted + 1) / 2
-    return frac * large + (1 - frac) * small
+    """L_{t-1} (t > 0) or L_0 (t = 0) in bits/dim per image, from a model output the caller already has.
 
+    Args:
+        scheduler: gives p_θ(x_{t-1} | x_t) through ``p_mean_variance`` (the same function ``step`` uses).
+        x0: (B, C, H, W) data on the 8-bit grid in [-1, 1].
+        x_t: a draw of q(x_t | x_0).
+        t: (B,) timesteps.
+        model_output: the network's output at (x_t, t).
 
-def vb_term_bpd(unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
-    """L_{t-1} (t > 0) or L_0 (t = 0) in bits/dim per image, at x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε for this ``noise``."""
-    x_t = scheduler.add_noise(x0, noise, t)
-    output = unet(x_t, t).sample.float()
-    predicted = None
-    if scheduler.config.variance_type in ("learned", "learned_range"):
-        output, predicted = output.split(x0.shape[1], dim=1)
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        pred_x0 = scheduler.predict_start_from_noise(x_t, t, output)
-    elif kind == "sample":
-        pred_x0 = output
-    else:
-        pred_x0 = (
-            scheduler.extract(scheduler.sqrt_alphas_cumprod, t, x_t) * x_t
-            - scheduler.extract(scheduler.sqrt_one_minus_alphas_cumprod, t, x_t) * output
-        )
-    pred_x0 = scheduler.clip_predicted_start(pred_x0)
-    model_mean, _, _ = scheduler.q_posterior_mean_variance(pred_x0, x_t, t)
-    model_logvar = model_log_variance(scheduler, t, x0, predicted)
+    Returns:
+        (B,) float32 bits/dim.
+    """
+    model_mean, _, model_logvar, _ = scheduler.p_mean_variance(model_output.float(), x_t, t, t - 1)
     true_mean, _, true_logvar = scheduler.q_posterior_mean_variance(x0, x_t, t)
     # in float64: late KL terms are differences of nearly equal variances (β̃_t → β_t), ~1e-9 nats
     true_mean, true_logvar, model_mean, model_logvar = (
@@ -99,6 +76,12 @@ def vb_term_bpd(unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, t: torch.Ten
     kl = _mean_bits(normal_kl(true_mean, true_logvar, model_mean, model_logvar))
     nll = -_mean_bits(discretized_gaussian_log_likelihood(x0.double(), model_mean, 0.5 * model_logvar))
     return torch.where(t == 0, nll, kl).float()
+
+
+def vb_term_bpd(unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
+    """``vb_terms`` at x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε for this ``noise``, running the network once."""
+    x_t = scheduler.add_noise(x0, noise, t)
+    return vb_terms(scheduler, x0, x_t, t, unet(x_t, t).sample)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_unet
 
 from ddpm_hf import DDPMHFScheduler, variational_bound
-from ddpm_hf.likelihood import discretized_gaussian_log_likelihood, normal_kl, prior_bpd
+from ddpm_hf.likelihood import discretized_gaussian_log_likelihood, normal_kl, prior_bpd, vb_term_bpd, vb_terms
 
 
 class OracleEpsilon(torch.nn.Module):
@@ -19,10 +19,8 @@ class OracleEpsilon(torch.nn.Module):
         self.scheduler, self.x0 = scheduler, x0
 
     def forward(self, x_t, t):
-        s = self.scheduler
-        eps = (x_t - s.extract(s.sqrt_alphas_cumprod, t, x_t) * self.x0) / s.extract(
-            s.sqrt_one_minus_alphas_cumprod, t, x_t
-        )
+        s, t = self.scheduler, torch.as_tensor(t).reshape(-1, 1, 1, 1)
+        eps = (x_t - s.sqrt_alphas_cumprod[t] * self.x0) / s.sqrt_one_minus_alphas_cumprod[t]
         return SimpleNamespace(sample=eps)
 
 
@@ -74,16 +72,59 @@ def test_oracle_kl_terms_are_positive_for_fixed_large():
     torch.testing.assert_close(result.terms[0], expected, rtol=1e-3, atol=1e-6)
 
 
+def stratified_draws(scheduler, x0, num_timesteps, seeds):
+    oracle = OracleEpsilon(scheduler, x0)
+    return [
+        variational_bound(
+            oracle, scheduler, x0, num_timesteps=num_timesteps, generator=torch.Generator().manual_seed(s)
+        )
+        for s in seeds
+    ]
+
+
 def test_stratified_estimate_is_unbiased_against_the_full_sum():
-    torch.manual_seed(0)
-    scheduler = DDPMHFScheduler(num_train_timesteps=100)
-    unet, x0 = tiny_unet(resolution=8), pixels(shape=(1, 1, 8, 8))
-    full = variational_bound(unet, scheduler, x0, generator=torch.Generator().manual_seed(1)).total
-    estimates = torch.stack([
-        variational_bound(unet, scheduler, x0, num_timesteps=10, generator=torch.Generator().manual_seed(s)).total
-        for s in range(40)
-    ])  # fmt: skip
-    assert abs(estimates.mean() - full) < 4 * estimates.std() / math.sqrt(len(estimates)) + 0.02 * full
+    """With σ² = β_t and the exact mean, L_{t-1} depends on t alone (not on ε). Each estimate must then be exactly
+    Σ_k |stratum k| · L(t_k) with the full evaluation's L, and t_k uniform on its stratum (next test): its
+    expectation over the draws, computed exactly here, is the full sum (a 5% bias fails at rtol 1e-5)."""
+    T, K = 200, 8
+    scheduler, x0 = DDPMHFScheduler(num_train_timesteps=T, variance_type="fixed_large"), pixels()
+    full = variational_bound(OracleEpsilon(scheduler, x0), scheduler, x0, generator=torch.Generator().manual_seed(0))
+    per_t = full.terms.double()  # L_{t-1} at t = 1..T-1
+    edges = torch.linspace(1, T, K + 1).long()
+    sizes = edges.diff()
+    assert sizes.sum() == T - 1 and edges[0] == 1 and edges[-1] == T  # the strata partition 1..T-1
+    expectation = sum(sizes[k] * per_t[:, edges[k] - 1 : edges[k + 1] - 1].mean(1) for k in range(K))
+    torch.testing.assert_close(expectation, per_t.sum(1), rtol=1e-9, atol=0)
+    for estimate in stratified_draws(scheduler, x0, K, range(20)):
+        assert ((estimate.timesteps >= edges[:-1]) & (estimate.timesteps < edges[1:])).all()
+        expected = sizes.double() * per_t[:, estimate.timesteps - 1]
+        torch.testing.assert_close(estimate.terms.double(), expected, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(estimate.total, estimate.prior + estimate.decoder + estimate.terms.sum(1))
+
+
+def test_stratified_timesteps_are_uniform_on_each_stratum():
+    """Every t of 1..T-1 is drawn in its stratum with probability 1/|stratum| (counts within 5 standard errors)."""
+    T, K, N = 50, 7, 600
+    scheduler, x0 = DDPMHFScheduler(num_train_timesteps=T, variance_type="fixed_large"), pixels(shape=(1, 1, 2, 2))
+    drawn = torch.stack([b.timesteps for b in stratified_draws(scheduler, x0, K, range(N))])
+    edges = torch.linspace(1, T, K + 1).long()
+    for k in range(K):
+        values = torch.arange(int(edges[k]), int(edges[k + 1]))
+        counts = (drawn[:, k, None] == values).sum(0).double()
+        assert counts.sum() == N, k  # nothing drawn outside the stratum
+        p = 1 / len(values)
+        assert ((counts - N * p).abs() < 5 * math.sqrt(N * p * (1 - p))).all(), (k, counts)
+
+
+def test_vb_terms_reuse_a_model_output():
+    scheduler, x0, unet = DDPMHFScheduler(), pixels(shape=(2, 1, 16, 16)), tiny_unet()
+    t, noise = torch.tensor([0, 400]), torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    x_t = scheduler.add_noise(x0, noise, t)
+    with torch.inference_mode():
+        output = unet(x_t, t).sample
+        torch.testing.assert_close(vb_terms(scheduler, x0, x_t, t, output), vb_term_bpd(unet, scheduler, x0, t, noise))
+        other = vb_terms(scheduler, x0, x_t, t, output + 0.1)
+    assert (other != vb_term_bpd(unet, scheduler, x0, t, noise)).all()
 
 
 def test_random_unet_bound_is_finite_positive_reproducible():

@@ -225,14 +225,18 @@ STEP_T = [1, 2, 10, 500, 999]
 def test_mu_via_x0_hat_equals_the_simplified_form(t):
     s = DDPMHFScheduler(clip_sample=False)
     x_t, eps = randn(SHAPE, 1, torch.float64), randn(SHAPE, 2, torch.float64)  # eps: any model output
-    x0_hat = s.predict_start_from_noise(x_t, torch.tensor(t), eps)
+    mu, variance, log_variance, x0_hat = s.p_mean_variance(eps, x_t, torch.tensor(t), torch.tensor(t - 1))
     expected_x0 = (x_t.numpy() - math.sqrt(1 - AB[t]) * eps.numpy()) / math.sqrt(AB[t])
     # float32 tables: x_t - √(1-ᾱ_t) ε carries ~EPS32 · (|x_t| + |ε|) of rounding, then divided by √ᾱ_t
     atol = 2 * EPS32 * (x_t.abs().max().item() + eps.abs().max().item()) / math.sqrt(AB[t])
     np.testing.assert_allclose(x0_hat.numpy(), expected_x0, rtol=EPS32, atol=atol)
-    mu = s.q_posterior_mean_variance(x0_hat, x_t, torch.tensor(t))[0]
     expected_mu = simplified_mu(x_t.numpy(), eps.numpy(), AB[t], AB_PREV[t])
     np.testing.assert_allclose(mu.numpy(), expected_mu, rtol=4 * EPS32, atol=4 * EPS32)
+    torch.testing.assert_close(mu, s.q_posterior_mean_variance(x0_hat, x_t, torch.tensor(t))[0])  # μ_θ = μ̃(x̂_0)
+    # p_θ's variance is β̃_t, clipped at t = 0 to β̃ of t = 1 (the paper's decoder variance)
+    beta_tilde = (1 - AB_PREV[max(t, 1)]) / (1 - AB[max(t, 1)]) * BETAS[max(t, 1)]
+    assert float(variance) == pytest.approx(beta_tilde, rel=4 * EPS32)
+    assert float(log_variance) == pytest.approx(math.log(beta_tilde), abs=4 * EPS32)
 
 
 def assert_step_is_mu_plus_sigma_z(scheduler, t, ab_t, ab_s, dtype, seed, variance_type="fixed_small"):
