@@ -222,3 +222,28 @@ def test_steps_offset_out_of_range():
     s = DDPMHFScheduler(steps_offset=1)
     with pytest.raises(ValueError, match=r"timesteps must lie in \[0, 999\]"):
         s.set_timesteps(1000)
+
+
+VARIANCE_TYPES = ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]
+
+
+@pytest.mark.parametrize("variance_type", VARIANCE_TYPES)
+@pytest.mark.parametrize("steps", [None, 10])
+def test_get_variance_matches_diffusers(variance_type, steps):
+    """``_get_variance`` (private in diffusers, called by its tests and by downstream code) means the same here."""
+    ours, theirs = DDPMHFScheduler(variance_type=variance_type), diffusers_oracle(variance_type=variance_type)
+    if steps:
+        ours.set_timesteps(steps), theirs.set_timesteps(steps)
+    predicted = torch.tanh(torch.randn(SHAPE)) if variance_type.startswith("learned") else None
+    for t in theirs.timesteps[:: max(1, len(theirs.timesteps) // 7)].tolist() + [int(theirs.timesteps[-1])]:
+        expected = theirs._get_variance(t, predicted_variance=predicted).float()
+        torch.testing.assert_close(
+            ours._get_variance(t, predicted_variance=predicted), expected, rtol=2e-5, atol=1e-12
+        )
+        other = "fixed_large" if variance_type != "fixed_large" else "fixed_small"  # the variance_type argument
+        torch.testing.assert_close(
+            ours._get_variance(t, variance_type=other),
+            theirs._get_variance(t, variance_type=other).float(),
+            rtol=2e-5,
+            atol=1e-12,
+        )

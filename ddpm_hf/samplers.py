@@ -1,0 +1,79 @@
+"""The reverse-process samplers and the arithmetic precision of the network, chosen by name.
+
+Samplers (all built ``from_config`` of the model's scheduler, so they share its β schedule; none is written here):
+
+    "ddpm"       DDPMHFScheduler: the paper's ancestral chain (Ho et al. 2020, Algorithm 2), strided if asked
+    "ddim"       diffusers' DDIMScheduler with η = 0: deterministic (Song et al. 2021)
+    "ddim-eta1"  the same with η = 1: stochastic, DDPM-like noise on DDIM's timesteps
+    "dpm++"      diffusers' DPMSolverMultistepScheduler, algorithm_type="dpmsolver++", solver_order=2 (Lu et al. 2022)
+
+η is chosen by the name (``ETA``). Precision: "float32", "bfloat16" or "float16" autocast for the network's
+forward (the scheduler's arithmetic is always float32), or "auto": bfloat16 on a CPU with native bfloat16
+instructions (AVX512-BF16 or AMX) and on CUDA devices that support it (else float16), float32 elsewhere.
+"""
+
+import contextlib
+from typing import Literal
+
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+from .scheduling_ddpm_hf import DDPMHFScheduler
+
+SAMPLERS = ("ddpm", "ddim", "ddim-eta1", "dpm++")
+ETA = {"ddim": 0.0, "ddim-eta1": 1.0}  # DDIM's η per sampler name (Song et al. 2021, eq. 16)
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+Sampler = Literal["ddpm", "ddim", "ddim-eta1", "dpm++"]
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
+Variance = Literal["fixed_small", "fixed_large"]
+
+
+def make_sampler(scheduler: DDPMHFScheduler, sampler: str, variance: str | None = None):
+    """A fresh scheduler for ``sampler`` with ``scheduler``'s configuration, and the keyword arguments of its ``step``.
+
+    Args:
+        scheduler: the model's scheduler (not modified).
+        sampler: one of ``SAMPLERS``.
+        variance: σ_t² of the "ddpm" chain, "fixed_small" (β̃_t) or "fixed_large" (β_t); None keeps the
+            scheduler's. The other samplers have no such choice and ignore it.
+
+    Returns:
+        (scheduler, step_kwargs).
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is not supported; choose one of {', '.join(map(repr, SAMPLERS))}")
+    if variance not in (None, "fixed_small", "fixed_large"):
+        raise ValueError(f"variance={variance!r} is not supported; choose 'fixed_small' or 'fixed_large'")
+    if sampler == "ddpm":
+        overrides = {} if variance is None else {"variance_type": variance}
+        return DDPMHFScheduler.from_config(scheduler.config, **overrides), {}
+    if sampler == "dpm++":
+        return DPMSolverMultistepScheduler.from_config(
+            scheduler.config, algorithm_type="dpmsolver++", solver_order=2
+        ), {}
+    return DDIMScheduler.from_config(scheduler.config), {"eta": ETA[sampler]}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX tiles), as torch detects them."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of the network's forward on ``device`` (float32: no autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(map(repr, PRECISIONS))}")
+    if precision != "auto":
+        return getattr(torch, precision)
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """A context running the network in ``dtype`` (a no-op for float32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
