@@ -2,7 +2,8 @@
 
 Sample quality metrics on MNIST-like data need a network that knows the classes; an ImageNet Inception network
 neither fits 28×28 grayscale images nor runs cheaply on a CPU. This module trains its own classifier on the
-dataset's training split and stores it as safetensors weights plus a JSON config, never as a pickle:
+dataset's training split and stores it through ``huggingface_hub.PyTorchModelHubMixin`` (``save_pretrained`` /
+``from_pretrained``: ``model.safetensors`` plus ``config.json`` of the constructor's arguments, never a pickle):
 
     x ∈ [-1, 1]^{C×H×W} → 3 × (3×3 conv, BatchNorm, ReLU; 2×2 max-pool after the first two)
       → flatten → linear → ReLU = ``features(x)`` (``feature_dim`` = 128, the penultimate layer)
@@ -16,6 +17,8 @@ models/mnist-classifier``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
@@ -26,20 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .data import DataError, load_dataset, to_model_range
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-ARCHITECTURE = "ddpm_hf.classifier.Classifier"
-_ARCH_KEYS = ("in_channels", "image_size", "widths", "feature_dim", "num_classes")
 
 
-class Classifier(nn.Module):
-    """CNN for small square images in [-1, 1].
+class Classifier(nn.Module, PyTorchModelHubMixin, library_name="ddpm-hf", tags=["image-classification"]):
+    """CNN for small square images in [-1, 1]; ``save_pretrained`` / ``from_pretrained`` come from the Hub mixin.
 
     Args:
         in_channels: image channels.
@@ -47,19 +48,38 @@ class Classifier(nn.Module):
         widths: output channels of the three conv layers.
         feature_dim: width of the penultimate layer (the feature space of ``features``).
         num_classes: number of classes.
+        dataset: the dataset it was trained on (recorded in ``config.json``).
+        test_accuracy: its measured test accuracy (recorded in ``config.json``).
+        train_steps: optimisation steps it was trained for (recorded).
+        seed: the training seed (recorded).
     """
 
     def __init__(
-        self, in_channels: int = 1, image_size: int = 28, widths: tuple[int, int, int] = (32, 64, 128),
-        feature_dim: int = 128, num_classes: int = 10,
-    ) -> None:  # fmt: skip
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        widths: tuple[int, ...] = (32, 64, 128),
+        feature_dim: int = 128,
+        num_classes: int = 10,
+        dataset: str | None = None,
+        test_accuracy: float | None = None,
+        train_steps: int | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
-        if image_size % 4:
-            raise ValueError(f"image_size must be divisible by 4, got {image_size}")
+        if image_size % 4 or len(widths) != 3:
+            raise ValueError(f"image_size must be divisible by 4 and widths 3 long, got {image_size}, {widths}")
         self.config = {
-            "in_channels": in_channels, "image_size": image_size, "widths": list(widths),
-            "feature_dim": feature_dim, "num_classes": num_classes,
-        }  # fmt: skip
+            "in_channels": in_channels,
+            "image_size": image_size,
+            "widths": list(widths),
+            "feature_dim": feature_dim,
+            "num_classes": num_classes,
+            "dataset": dataset,
+            "test_accuracy": test_accuracy,
+            "train_steps": train_steps,
+            "seed": seed,
+        }
         layers: list[nn.Module] = []
         channels = in_channels
         for i, width in enumerate(widths):
@@ -114,9 +134,14 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 
 def train_classifier(
-    dataset_name: str, steps: int = 1000, seed: int = 0, batch_size: int = 128, learning_rate: float = 2e-3,
-    max_shift: int = 2, log_every: int = 100,
-) -> Classifier:  # fmt: skip
+    dataset_name: str,
+    steps: int = 1000,
+    seed: int = 0,
+    batch_size: int = 128,
+    learning_rate: float = 2e-3,
+    max_shift: int = 2,
+    log_every: int = 100,
+) -> Classifier:
     """Train a ``Classifier`` on a dataset's training split with Adam, a cosine-decayed learning rate and random
     shifts.
 
@@ -138,7 +163,14 @@ def train_classifier(
     images, labels = to_model_range(train.images), train.labels
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = Classifier(in_channels=images.shape[1], image_size=images.shape[-1], num_classes=int(labels.max()) + 1)
+    model = Classifier(
+        in_channels=images.shape[1],
+        image_size=images.shape[-1],
+        num_classes=int(labels.max()) + 1,
+        dataset=dataset_name,
+        train_steps=steps,
+        seed=seed,
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
     order, position, running = torch.randperm(len(images), generator=generator), 0, 0.0
@@ -158,7 +190,6 @@ def train_classifier(
         if log_every and step % log_every == 0:
             print(f"step {step}/{steps} loss {running / log_every:.4f}", file=sys.stderr, flush=True)
             running = 0.0
-    model.config["dataset"] = dataset_name
     return model.eval()
 
 
@@ -188,58 +219,31 @@ def accuracy(model: Classifier, images_uint8: torch.Tensor, labels: torch.Tensor
     return float((predict(model, images_uint8)[0].argmax(1) == labels.numpy()).mean())
 
 
-def save_classifier(model: Classifier, path: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write ``model.safetensors`` (weights) and ``config.json`` (architecture and ``model.config`` extras).
-
-    Args:
-        model: the classifier.
-        path: folder to write into (created if missing).
-        extra: more JSON-serialisable entries for ``config.json`` (e.g. measured test accuracy).
-
-    Returns:
-        ``path`` as a ``Path``.
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(state, path / WEIGHTS_NAME, metadata={"format": "pt"})
-    config = {"architecture": ARCHITECTURE, **model.config, **(extra or {})}
-    (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    return path
-
-
 def load_classifier(path: str | os.PathLike) -> Classifier:
-    """Load a classifier folder written by ``save_classifier`` (safetensors only; nothing is unpickled).
+    """Load a classifier folder written by ``Classifier.save_pretrained`` (safetensors only; nothing is unpickled).
 
     Args:
-        path: the folder holding ``model.safetensors`` and ``config.json``.
+        path: a local folder holding ``model.safetensors`` and ``config.json``.
 
     Returns:
-        The classifier in eval mode; ``model.config`` holds the whole ``config.json``.
+        The classifier in eval mode; ``model.config`` holds its ``config.json``.
 
     Raises:
-        ValueError: the folder or a file is missing, the config is not this architecture, or the weights do not fit.
+        ValueError: the folder or a file is missing, the config is not JSON, or the weights do not fit it.
     """
     path = Path(path)
-    weights, config_file = path / WEIGHTS_NAME, path / CONFIG_NAME
-    if not weights.is_file() or not config_file.is_file():
-        raise ValueError(f"classifier {path}: needs {WEIGHTS_NAME} and {CONFIG_NAME} (train one with "
-                         "`python -m ddpm_hf.classifier --dataset DATASET --out FOLDER`)")  # fmt: skip
+    if not (path / WEIGHTS_NAME).is_file() or not (path / CONFIG_NAME).is_file():
+        raise ValueError(
+            f"classifier {path}: needs {WEIGHTS_NAME} and {CONFIG_NAME} (train one with "
+            "`python -m ddpm_hf.classifier --dataset DATASET --out FOLDER`)"
+        )
     try:
-        config = json.loads(config_file.read_text())
+        with contextlib.redirect_stdout(io.StringIO()):  # the mixin announces local loads on stdout
+            model = Classifier.from_pretrained(path, strict=True)
     except json.JSONDecodeError as e:
-        raise ValueError(f"classifier {config_file}: not valid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("architecture") != ARCHITECTURE:
-        raise ValueError(f"classifier {config_file}: architecture must be {ARCHITECTURE!r}")
-    missing = [key for key in _ARCH_KEYS if key not in config]
-    if missing:
-        raise ValueError(f"classifier {config_file}: missing {', '.join(missing)}")
-    model = Classifier(**{key: config[key] for key in _ARCH_KEYS})
-    try:
-        model.load_state_dict(load_file(weights), strict=True)
-    except (SafetensorError, RuntimeError, OSError) as e:  # a corrupt file; torch's size or key mismatch
-        raise ValueError(f"classifier {weights}: weights do not load ({str(e).splitlines()[0]})") from None
-    model.config = {key: value for key, value in config.items() if key != "architecture"}
+        raise ValueError(f"classifier {path / CONFIG_NAME}: not valid JSON ({e})") from None
+    except (SafetensorError, RuntimeError, OSError, TypeError) as e:  # a corrupt file; a size, key or type mismatch
+        raise ValueError(f"classifier {path}: weights do not load ({str(e).splitlines()[0]})") from None
     return model.eval()
 
 
@@ -258,7 +262,7 @@ classifier-FID (Fréchet distance in the 128-d penultimate feature space). Input
 - Test accuracy (all 10000 {dataset} test images): **{100 * test_acc:.2f}%**.
 
 Files: `model.safetensors` (weights), `config.json` (architecture and the numbers above). Load with
-`ddpm_hf.classifier.load_classifier(folder)`. Data license: {load_dataset(dataset, "test").license}.
+`ddpm_hf.classifier.load_classifier(folder)` (or `Classifier.from_pretrained(folder)`). Data license: {load_dataset(dataset, "test").license}.
 """
 
 
@@ -279,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {e}\n")
     test_acc = accuracy(model, test.images, test.labels)
     command = "python -m ddpm_hf.classifier " + " ".join(sys.argv[1:] if argv is None else argv)
-    extra = {"train_steps": args.steps, "seed": args.seed, "test_accuracy": round(test_acc, 4)}
-    out = save_classifier(model, args.out, extra)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "README.md").write_text(_model_card(args.dataset, command, args.steps, args.seed, seconds, test_acc))
+    model.save_pretrained(out, config={**model.config, "test_accuracy": round(test_acc, 4)})
     print(f"test accuracy {100 * test_acc:.2f}% after {seconds:.0f} s; wrote {out}")
     return 0
 

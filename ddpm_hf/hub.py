@@ -1,29 +1,42 @@
-"""The model card and the push to the Hugging Face Hub (huggingface_hub's ``ModelCard``, ``create_repo``,
-``upload_folder``). The token is passed to the client and nowhere else: never printed, logged or written."""
+"""The model card and the push to the Hugging Face Hub (huggingface_hub's ``ModelCard``, ``ModelCardData``,
+``EvalResult``, ``create_repo``, ``upload_folder``). The token is passed to the client and nowhere else: never printed,
+logged or written.
 
-import dataclasses
+A card is rendered by code from two JSON files, never from pasted numbers: ``training_info.json`` (the recipe, images
+seen, wall time, hardware; written by training) and the results of ``python -m ddpm_hf.evaluate --output_json``.
+The results fill both the card's table and the Hub's ``model-index`` metadata. Rebuild a card with
+``python -m ddpm_hf.hub card FOLDER --eval_json eval.json [--history "..."]``.
+"""
+
+from __future__ import annotations
+
+import argparse
 import json
+import sys
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, create_repo, upload_folder
 
-# What a pushed pipeline folder leaves out: training checkpoints, logs, per-step samples, temporary folders.
-PUSH_IGNORE = ["checkpoint-*/**", ".tmp-*/**", "logs/**", "samples/**", "**/.tmp-*"]
-PATH_SETTINGS = {"output_dir", "train_data_dir", "model_config", "resume_from_checkpoint"}
+TRAINING_INFO = "training_info.json"
+# What a push uploads: the pipeline, its card and pictures, nothing else (checkpoints, logs, temporary folders stay).
+PUSH_ALLOW = ["model_index.json", "unet/*", "scheduler/*", "README.md", "samples.png", TRAINING_INFO, "eval.json"]
+PATH_SETTINGS = {
+    "output_dir",
+    "train_data_dir",
+    "model_config",
+    "resume_from_checkpoint",
+    "pretrained_model_name_or_path",
+}
 DATASET_IDS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
+TASK = "unconditional-image-generation"
+# (result key, metric type on the Hub, name in the card)
+METRICS = [
+    ("fid", "fid", "classifier-FID"),
+    ("inception_score", "inception_score", "classifier Inception Score"),
+    ("confident_share", "confident_share", "confident share (p ≥ 0.9)"),
+]
 
-CARD_TEMPLATE = """---
-{card_data}
----
-
-# {title}
-
-A DDPM (Ho et al. 2020, [arXiv 2006.11239](https://arxiv.org/abs/2006.11239)) trained with
-ddpm-hf's `train_accelerate.py` on {dataset}.
-
-![samples]({grid})
-
-## Use
+USE = """## Use
 
 ```python
 import torch
@@ -35,45 +48,166 @@ images = pipe(batch_size=16, num_inference_steps=1000, generator=torch.manual_se
 ```
 
 With the `ddpm_hf` package installed, no remote code runs: `ddpm_hf.load_pipeline("{repo}")`.
-
-## Training
-
-| setting | value |
-|---|---|
-{settings}
-
-{results}
 """
 
 
-def write_model_card(out: Path, cfg, data, summary: dict, grid_name: str, results: str = "") -> Path:
-    """Write ``out/README.md``: metadata (library, pipeline tag, tags, dataset, license), settings, a sample grid."""
-    card_data = ModelCardData(
+def card_recipe(settings: dict) -> dict:
+    """The training settings a public card shows: no token, no ``None``, folders by name only."""
+    recipe = {k: v for k, v in settings.items() if k != "hub_token" and v is not None}
+    for key in PATH_SETTINGS & recipe.keys():
+        recipe[key] = Path(str(recipe[key])).name
+    return recipe
+
+
+def _cell(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def eval_metrics(results: dict) -> list[tuple[str, str, str, float]]:
+    """(metric type, card name, config, value) of the headline numbers of an ``evaluate`` result."""
+    settings = f"N={results['num_samples']}, {results['sampler']} {results['steps']} steps"
+    rows = [(hub, f"{name} ({settings})", key, results["generated"][key]) for key, hub, name in METRICS]
+    if results.get("nll"):
+        rows.append(("bits_per_dim", "NLL bound, bits/dim (test)", "nll", results["nll"]["mean"]))
+    return [(hub, name, key, float(value)) for hub, name, key, value in rows]
+
+
+def _results_section(results: dict) -> str:
+    floor = results["train_floor"]
+    lines = [
+        "## Evaluation",
+        "",
+        (
+            f"`python -m ddpm_hf.evaluate` on {results['dataset']} (classifier "
+            f"`{Path(results['classifier']).name}`, seed {results['seed']}); the real floor scores {results['num_samples']}"
+            " training images against the test images."
+        ),
+        "",
+        "| metric | this model | real floor |",
+        "|---|---|---|",
+    ]
+    for hub_type, name, key, value in eval_metrics(results):
+        lines.append(f"| {name} | {value:.4f} | {floor[key]:.4f} |" if key in floor else f"| {name} | {value:.4f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def render_card(
+    info: dict,
+    repo_id: str | None = None,
+    grid: str | None = "samples.png",
+    eval_results: dict | None = None,
+    history: list[str] | None = None,
+) -> ModelCard:
+    """The card for a pipeline folder from ``training_info.json``'s content and ``evaluate``'s results.
+
+    Args:
+        info: ``{"recipe": {...}, "dataset": name, "dataset_id": Hub id or None, "license": ..., "run": {...}}``.
+        repo_id: the Hub repo the card is for (names the model in the metadata and the code snippet).
+        grid: a sample grid file in the folder, or None.
+        eval_results: the JSON ``python -m ddpm_hf.evaluate --output_json`` writes, or None.
+        history: lines on how the model came to be (e.g. a warm start from another run).
+
+    Returns:
+        The ``ModelCard`` (YAML metadata with ``model-index`` when there are results).
+    """
+    dataset = info.get("dataset", "unknown")
+    dataset_id = DATASET_IDS.get(dataset, info.get("dataset_id"))
+    name = repo_id or Path(str(info.get("recipe", {}).get("output_dir", "ddpm"))).name
+    results = []
+    for hub_type, metric_name, _, value in eval_metrics(eval_results) if eval_results else []:
+        results.append(
+            EvalResult(
+                task_type=TASK,
+                dataset_type=dataset_id or dataset,
+                dataset_name=dataset,
+                metric_type=hub_type,
+                metric_name=metric_name,
+                metric_value=round(value, 4),
+            )
+        )
+    license_id = info.get("license", "unknown")
+    data = ModelCardData(
         library_name="diffusers",
-        pipeline_tag="unconditional-image-generation",
-        license=data.license if data.license != "unknown" else "other",
-        datasets=[dataset_id] if (dataset_id := DATASET_IDS.get(data.name, cfg.dataset_name)) else None,
-        tags=["ddpm", "diffusers", "unconditional-image-generation", "ddpm-hf", data.name],
+        pipeline_tag=TASK,
+        license=license_id if license_id != "unknown" else "other",
+        datasets=[dataset_id] if dataset_id else None,
+        tags=["ddpm", "diffusers", TASK, "ddpm-hf", dataset],
+        model_name=name if results else None,
+        eval_results=results or None,
     )
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "hub_token" and v is not None}
-    for key in PATH_SETTINGS & settings.keys():  # a public card names folders, not the trainer's file system
-        settings[key] = Path(settings[key]).name
-    settings.update({f"measured {k}": v for k, v in summary.items()})
-    rows = "\n".join(f"| {k} | {json.dumps(v) if not isinstance(v, str) else v} |" for k, v in settings.items())
-    text = CARD_TEMPLATE.format(
-        card_data=card_data.to_yaml(), title=cfg.hub_model_id or Path(cfg.output_dir).name, dataset=data.name,
-        grid=grid_name, repo=cfg.hub_model_id or "PATH/TO/FOLDER", settings=rows, results=results,
-    )  # fmt: skip
-    path = Path(out, "README.md")
-    ModelCard(text).save(path)
+    parts = [
+        f"# {name}",
+        "",
+        (
+            "A DDPM (Ho et al. 2020, [arXiv 2006.11239](https://arxiv.org/abs/2006.11239)) "
+            f"trained with ddpm-hf's `train_accelerate.py` on {dataset}."
+        ),
+        "",
+    ]
+    if grid:
+        parts += [f"![samples]({grid})", ""]
+    parts.append(USE.format(repo=repo_id or "PATH/TO/FOLDER"))
+    if history:
+        parts += ["## History", "", *[f"- {line}" for line in history], ""]
+    run = info.get("run", {})
+    if info.get("recipe") or run:
+        rows = [f"| {k} | {_cell(v)} |" for k, v in {**info.get("recipe", {}), **run}.items()]
+        parts += ["## Training", "", "| setting | value |", "|---|---|", *rows, ""]
+    if eval_results:
+        parts.append(_results_section(eval_results))
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(parts))
+
+
+def write_model_card(
+    folder: str | Path,
+    info: dict,
+    *,
+    repo_id: str | None = None,
+    grid: str | None = "samples.png",
+    eval_results: dict | None = None,
+    history: list[str] | None = None,
+) -> Path:
+    """Render ``render_card`` into ``folder/README.md``; returns its path."""
+    path = Path(folder, "README.md")
+    render_card(info, repo_id, grid, eval_results, history).save(path)
     return path
 
 
 def push_to_hub(out: Path, repo_id: str, token: str | None, private: bool = False) -> str:
-    """Create ``repo_id`` if needed and upload the pipeline folder; returns the commit URL."""
+    """Create ``repo_id`` if needed and upload the pipeline files and card (``PUSH_ALLOW``); returns the commit URL."""
     create_repo(repo_id, token=token, private=private, exist_ok=True)
     commit = upload_folder(
-        repo_id=repo_id, folder_path=out, token=token, ignore_patterns=PUSH_IGNORE,
+        repo_id=repo_id,
+        folder_path=out,
+        token=token,
+        allow_patterns=PUSH_ALLOW,
         commit_message="Upload DDPM pipeline trained with ddpm-hf",
-    )  # fmt: skip
+    )
     return str(commit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``card FOLDER --eval_json FILE [--history TEXT ...] [--repo_id ID]`` rewrites FOLDER/README.md."""
+    parser = argparse.ArgumentParser(prog="python -m ddpm_hf.hub", description="Model cards for pipeline folders.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    card = commands.add_parser("card", help="render FOLDER/README.md from training_info.json and evaluation JSON")
+    card.add_argument("folder", help="the pipeline folder")
+    card.add_argument("--eval_json", help="results written by `python -m ddpm_hf.evaluate --output_json`")
+    card.add_argument("--history", action="append", default=[], help="a line of the model's history (repeatable)")
+    card.add_argument("--repo_id", help="the Hub repo the card is for")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    try:
+        info = json.loads((folder / TRAINING_INFO).read_text()) if (folder / TRAINING_INFO).is_file() else {}
+        results = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
+        history = args.history or (results or {}).get("history") or info.get("history")
+        grid = "samples.png" if (folder / "samples.png").is_file() else None
+        path = write_model_card(folder, info, repo_id=args.repo_id, grid=grid, eval_results=results, history=history)
+    except (OSError, ValueError, KeyError) as e:
+        parser.exit(2, f"{parser.prog}: error: {str(e).splitlines()[0]}\n")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

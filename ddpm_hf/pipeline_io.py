@@ -13,6 +13,8 @@ therefore builds the pipeline from its parts (``UNet2DModel.from_pretrained(subf
 ``DDPMHFScheduler.from_pretrained(subfolder="scheduler")``) instead of calling ``DDPMPipeline.from_pretrained``.
 """
 
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -27,13 +29,56 @@ from .scheduling_ddpm_hf import DDPMHFScheduler
 
 SCHEDULER_MODULE = "scheduling_ddpm_hf"
 PIPELINE_FILES = ("model_index.json", "unet", "scheduler")
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (what a rename inside it changed), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder``, then the folders themselves (deepest first), to disk."""
+    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)) + [folder]:
+        fsync_path(path)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system or
+    file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _move_in(new: Path, target: Path, old_dir: Path) -> None:
+    """Put the folder ``new`` at ``target``: swapped atomically with an existing one (which lands in ``old_dir``)."""
+    if not target.exists():
+        new.rename(target)
+    elif exchange(new, target):
+        return
+    else:  # no atomic swap here: the old part is absent for the moment between these two renames
+        target.rename(old_dir / target.name)
+        new.rename(target)
 
 
 def save_pipeline(unet: UNet2DModel, scheduler: DDPMHFScheduler, path: str | os.PathLike) -> Path:
     """Write a pipeline folder loadable with or without ``ddpm_hf`` (see the module docstring).
 
-    The parts are written into a temporary folder beside ``path`` and then moved into place one by one, so an
-    interrupted save never leaves a half-written ``unet/`` or ``model_index.json``; other files in ``path`` (a model
+    The new pipeline is written completely into a temporary folder beside the parts and flushed to disk; then
+    ``unet/`` and ``scheduler/`` are each swapped with the old ones in one atomic step and ``model_index.json`` is
+    replaced last. So a crash at any instant (even ``kill -9``) leaves ``path`` with complete parts that load: the
+    old pipeline, the new one, or the new UNet beside the old scheduler config. Other files in ``path`` (a model
     card, checkpoints, logs) are kept.
 
     Args:
@@ -47,21 +92,18 @@ def save_pipeline(unet: UNet2DModel, scheduler: DDPMHFScheduler, path: str | os.
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path, prefix=".tmp-pipeline-") as tmp:
-        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
-        shutil.copyfile(scheduling_ddpm_hf.__file__, Path(tmp, "scheduler", SCHEDULER_MODULE + ".py"))
-        index_file = Path(tmp, "model_index.json")
+        new = Path(tmp, "new")
+        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(new, safe_serialization=True)
+        shutil.copyfile(scheduling_ddpm_hf.__file__, new / "scheduler" / (SCHEDULER_MODULE + ".py"))
+        index_file = new / "model_index.json"
         index = json.loads(index_file.read_text())
         index["scheduler"] = [SCHEDULER_MODULE, type(scheduler).__name__]
         index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        for name in PIPELINE_FILES:
-            target = path / name
-            if target.is_dir():
-                old = Path(tempfile.mkdtemp(dir=path, prefix=".tmp-old-"))
-                target.rename(old / name)
-                Path(tmp, name).rename(target)
-                shutil.rmtree(old)
-            else:
-                os.replace(Path(tmp, name), target)
+        fsync_tree(new)
+        for name in ("unet", "scheduler"):
+            _move_in(new / name, path / name, Path(tmp))
+        os.replace(index_file, path / "model_index.json")  # last: a first save loads only once every part is there
+        fsync_path(path)
     return path
 
 

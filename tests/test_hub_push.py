@@ -20,12 +20,11 @@ from hub_emulator import HubEmulator
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 
-from ddpm_hf.hub import PUSH_IGNORE
+from ddpm_hf.hub import PUSH_ALLOW
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_ID = "test-user/ddpm-tiny"
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
-NOT_PUSHED = ("checkpoint-", "logs/", "samples/", ".tmp-")
 
 DOWNLOAD = "import sys; from huggingface_hub import snapshot_download; print(snapshot_download(sys.argv[1]))"
 LOAD_OFFLINE = r"""
@@ -69,13 +68,29 @@ def run(args: list[str], hub: HubEmulator, hf_home: Path, cwd: Path, **env: str)
     return proc
 
 
-def test_the_ignore_patterns_leave_out_checkpoints_logs_samples_and_temporaries():
-    paths = ["model_index.json", "README.md", "samples.png", WEIGHTS, "unet/config.json", "scheduler/x.py",
-             "checkpoint-2/model.safetensors", "checkpoint-10/optimizer.bin", ".tmp-checkpoint-4/model.safetensors",
-             ".tmp-pipeline-ab12/unet/config.json", "logs/ddpm-hf/events.out.tfevents.1", "samples/step-2.png",
-             "unet/.tmp-weights"]  # fmt: skip
-    kept = list(filter_repo_objects(paths, ignore_patterns=PUSH_IGNORE))
-    assert kept == ["model_index.json", "README.md", "samples.png", WEIGHTS, "unet/config.json", "scheduler/x.py"]
+def test_the_allow_list_takes_the_pipeline_and_card_only():
+    pipeline = [
+        "model_index.json",
+        "README.md",
+        "samples.png",
+        WEIGHTS,
+        "unet/config.json",
+        "scheduler/x.py",
+        "training_info.json",
+    ]
+    other = [
+        "checkpoint-2/model.safetensors",
+        "checkpoint-10/optimizer.bin",
+        ".tmp-checkpoint-4/model.safetensors",
+        ".tmp-pipeline-ab12/new/unet/config.json",
+        "logs/ddpm-hf/events.out.tfevents.1",
+        "samples/step-2.png",
+        "eval_log.jsonl",
+        "notes.txt",
+        ".env",
+        "wandb/run.log",
+    ]
+    assert list(filter_repo_objects(pipeline + other, allow_patterns=PUSH_ALLOW)) == pipeline
 
 
 @pytest.mark.timeout(400)
@@ -99,7 +114,7 @@ def test_push_then_download_then_load_offline(tmp_path, lfs_mode, env, extra):
         assert hub.unknown_routes == []
 
         local = read_tree(out)
-        left_out = [p for p in local if p.startswith(NOT_PUSHED)]
+        left_out = [p for p in local if p not in set(filter_repo_objects(local, allow_patterns=PUSH_ALLOW))]
         assert any(p.startswith("checkpoint-") for p in left_out)
         if lfs_mode == "regular":
             assert any(p.startswith("logs/") for p in left_out) and any(p.startswith("samples/") for p in left_out)

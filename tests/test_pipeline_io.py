@@ -117,3 +117,58 @@ def test_the_shipped_default_model_loads_offline_both_ways(tmp_path):
                             env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.array(json.loads(result.stdout.strip().splitlines()[-1])), ours[..., 0], atol=1e-4)
+
+
+KILL_WRITER = r"""
+import json, os, shutil, signal, sys, time
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[2])
+from conftest import tiny_unet
+from safetensors.torch import load_file
+from ddpm_hf import DDPMHFScheduler, load_pipeline, save_pipeline
+
+path, kills = sys.argv[1], int(sys.argv[3])
+versions = [(tiny_unet(16, 1, seed=1), DDPMHFScheduler(variance_type="fixed_small")),
+            (tiny_unet(16, 1, seed=2), DDPMHFScheduler(variance_type="fixed_large"))]
+save_pipeline(*versions[0], path)
+start = time.perf_counter()
+for _ in range(3):
+    save_pipeline(*versions[0], path)
+duration = (time.perf_counter() - start) / 3
+weights = [{k: v.clone() for k, v in unet.state_dict().items()} for unet, _ in versions]
+outcomes = []
+for k in range(kills):
+    new = (k + 1) % 2  # each kill interrupts a save of the other version over the one in place
+    pid = os.fork()
+    if pid == 0:
+        save_pipeline(*versions[new], path)
+        os._exit(0)
+    time.sleep(duration * 1.2 * k / kills)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    leftover = any(name.startswith(".tmp-pipeline-") for name in os.listdir(path))
+    pipe = load_pipeline(path)  # must load after every kill
+    state = pipe.unet.state_dict()
+    unet = [i for i, w in enumerate(weights) if all(torch.equal(state[n], w[n]) for n in w)]
+    outcomes.append({"unet": unet, "variance": pipe.scheduler.config.variance_type, "mid_write": leftover})
+    for name in os.listdir(path):  # what the kill left (training removes it the same way at its next start)
+        if name.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(path, name))
+    save_pipeline(*versions[new], path)  # a clean state for the next kill, holding version `new`
+print(json.dumps({"seconds_per_save": duration, "outcomes": outcomes}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_save_killed_at_any_point_leaves_a_pipeline_that_loads(tmp_path):
+    tests = Path(__file__).resolve().parent
+    command = [sys.executable, "-c", KILL_WRITER, str(tmp_path / "pipe"), str(tests), "20"]
+    proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=280, cwd=tests.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcomes = json.loads(proc.stdout.strip().splitlines()[-1])["outcomes"]
+    assert len(outcomes) == 20
+    for outcome in outcomes:
+        assert len(outcome["unet"]) == 1, outcome  # the UNet is wholly the old one or wholly the new one
+    assert any(o["mid_write"] for o in outcomes), outcomes  # some kills landed while the new parts were written
+    assert {o["unet"][0] for o in outcomes} == {0, 1}  # both old and new are seen: the kills span the save

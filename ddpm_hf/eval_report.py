@@ -1,0 +1,122 @@
+"""``ddpm_hf.evaluate``'s results as a markdown report and as a plot of classifier-FID against network evaluations."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+
+
+def _quality_rows(columns: list[tuple[str, dict]]) -> list[str]:
+    rows = [
+        ("classifier-FID vs test ↓", lambda q: f"{q['fid']:.3f}"),
+        ("classifier Inception Score ↑ (max 10)", lambda q: f"{q['inception_score']:.3f}"),
+        ("confident share (p ≥ 0.9) ↑", lambda q: f"{q['confident_share']:.3f}"),
+        ("class histogram 0..9", lambda q: " ".join(str(c) for c in q["histogram"])),
+    ]
+    lines = ["| metric | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    return lines + [f"| {label} | " + " | ".join(cell(q) for _, q in columns) + " |" for label, cell in rows]
+
+
+def format_report(result: dict) -> str:
+    """Render ``evaluate``'s result as markdown (deterministic apart from the sweep's wall-time column).
+
+    Returns:
+        The report text.
+    """
+    n, steps, seed, sampler = result["num_samples"], result["steps"], result["seed"], result["sampler"]
+    acc = result["classifier_test_accuracy"]
+    accuracy = f" (test accuracy {100 * acc:.2f}%)" if acc is not None else ""
+    lines = [
+        f"## DDPM evaluation: `{result['model']}` on {result['dataset']}",
+        "",
+        (f"N = {n} generated vs {n} test images (train subset of {n} for the real floor), sampler = {sampler}, "
+        f"num_inference_steps = {steps}, seed = {seed}; classifier `{result['classifier']}`{accuracy}."),
+        "",
+    ]
+    nll = result["nll"]
+    if nll is not None:
+        lines += [
+            "| negative log-likelihood (variational bound) | mean | standard error | N test images | K timesteps |",
+            "|---|---|---|---|---|",
+            (f"| bits/dim ↓ | {nll['mean']:.4f} | {nll['standard_error']:.4f} | {nll['num_images']} | "
+            f"{nll['num_timesteps']} |"),
+            "",
+        ]
+    columns = [
+        (f"generated ({sampler}, {steps} steps)", result["generated"]),
+        ("real floor: train subset", result["train_floor"]),
+        ("test images", result["test"]),
+    ]
+    lines += _quality_rows(columns)
+    if result["sweep"]:
+        floor = result["train_floor"]
+        lines += [
+            "",
+            f"Quality against sampling cost (N = {n}, same seeds for every entry):",
+            "",
+            "| sampler | steps (NFE) | classifier-FID ↓ | classifier IS ↑ | confident share ↑ | s / image |",
+            "|---|---|---|---|---|---|",
+            (f"| real floor | – | {floor['fid']:.3f} | {floor['inception_score']:.3f} | "
+            f"{floor['confident_share']:.3f} | – |"),
+        ]
+        for e in result["sweep"]:
+            lines.append(
+                f"| {e['sampler']} | {e['steps']} | {e['fid']:.3f} | {e['inception_score']:.3f} | "
+                f"{e['confident_share']:.3f} | {e['seconds_per_image']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_fid_vs_nfe(result: dict, path: str | Path, size: tuple[int, int] = (640, 420)) -> Path:
+    """Draw classifier-FID (linear y) against network evaluations per image (log x), one line per sampler, with the
+    real floor as a grey horizontal line; saved as PNG.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    sweep = result["sweep"]
+    if not sweep:
+        raise ValueError("the results hold no sweep to plot; run with --steps_sweep")
+    width, height = size
+    left, right, top, bottom = 64, 130, 30, 48
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    nfes = [e["nfe"] for e in sweep]
+    lo_x, hi_x = math.log10(min(nfes)), math.log10(max(nfes))
+    hi_x = hi_x if hi_x > lo_x else lo_x + 1
+    floor = result["train_floor"]["fid"]
+    top_y = max(max(e["fid"] for e in sweep), floor) * 1.05 or 1.0
+
+    def xy(nfe: float, fid: float) -> tuple[float, float]:
+        x = left + (math.log10(nfe) - lo_x) / (hi_x - lo_x) * (width - left - right)
+        return x, height - bottom - fid / top_y * (height - top - bottom)
+
+    draw.rectangle((left, top, width - right, height - bottom), outline="black")
+    for k in range(5):
+        fid = top_y * k / 4
+        y = xy(min(nfes), fid)[1]
+        draw.line((left - 4, y, left, y), fill="black")
+        draw.text((4, y - 6), f"{fid:.2f}", fill="black")
+    for nfe in sorted(set(nfes)):
+        x = xy(nfe, 0)[0]
+        draw.line((x, height - bottom, x, height - bottom + 4), fill="black")
+        draw.text((x - 8, height - bottom + 8), str(nfe), fill="black")
+    draw.text((left, height - 18), "network evaluations per image (log scale)", fill="black")
+    draw.text((left, 8), f"classifier-FID vs NFE on {result['dataset']} (N = {result['num_samples']})", fill="black")
+    y_floor = xy(min(nfes), floor)[1]
+    draw.line((left, y_floor, width - right, y_floor), fill=(150, 150, 150), width=2)
+    draw.text((width - right + 8, y_floor - 6), "real floor", fill=(110, 110, 110))
+    for i, sampler in enumerate(dict.fromkeys(e["sampler"] for e in sweep)):
+        colour = COLOURS[i % len(COLOURS)]
+        points = [xy(e["nfe"], e["fid"]) for e in sorted(sweep, key=lambda e: e["nfe"]) if e["sampler"] == sampler]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+        draw.text((width - right + 8, top + 16 * i), sampler, fill=colour)
+    image.save(path)
+    return Path(path)
