@@ -3,7 +3,7 @@
 This file is self-contained (torch, numpy, diffusers) so that it can travel inside a saved pipeline folder and be
 loaded with ``trust_remote_code=True`` where ``ddpm_hf`` is not installed.
 
-Glossary (diffusers indexes t = 0..T-1; the paper's t = 1..T):
+Glossary (diffusers indexes t = 0..T-1; the paper's t = 1..T; s is the step's target, t-1 on the full chain):
 
     β_t          betas[t]                      α_t = 1 - β_t        alphas[t]
     ᾱ_t          alphas_cumprod[t]             ᾱ_{t-1}              alphas_cumprod_prev[t]  (ᾱ_{-1} = 1)
@@ -11,21 +11,25 @@ Glossary (diffusers indexes t = 0..T-1; the paper's t = 1..T):
     SNR_t        snr[t] = ᾱ_t / (1 - ᾱ_t)
     β̃_t          posterior_variance[t]         log β̃_t, clipped at t=0: posterior_log_variance_clipped[t]
     μ̃_t          posterior_mean_coef1[t] · x_0 + posterior_mean_coef2[t] · x_t
+    x̂_0          pred_x0: x_0 predicted from the model output (ε, x_0 or v) at x_t
 
-A strided schedule (``set_timesteps``) steps from t to the previous kept timestep s < t; every coefficient is the
-same formula with ᾱ_s in place of ᾱ_{t-1} (the one-step β becomes 1 - ᾱ_t/ᾱ_s). Coefficients are computed once in
-float64 and stored as float32 tensors (for batched indexing) and Python floats (for ``step``).
+One timestep's path: ``set_timesteps`` picks the descending timesteps and, for each t, the step's target s (the
+next kept timestep; -1 after the last). ``step(model_output, t, x_t)`` calls ``p_mean_variance(model_output, x_t,
+t, s)``, which (1) reads every coefficient of the step t -> s from ``reverse_coefficients`` (one float64 formula per
+quantity on ᾱ_t and ᾱ_s; a strided step is the same formula with ᾱ_s for ᾱ_{t-1}), (2) forms x̂_0
+(``_predict_start``, the one dispatch on ``prediction_type``), (3) clips it, (4) takes the posterior mean μ̃(x_t,
+x̂_0) (``_posterior``, shared with ``q_posterior_mean_variance``) and p_θ's log variance; ``step`` then adds σ z.
+The bound (``ddpm_hf.likelihood``) calls the same ``p_mean_variance``.
 
 Differences from diffusers' ``DDPMScheduler`` (0.42), which this class otherwise mirrors key for key:
 ``fixed_large_log`` samples with σ_t = √β_t (diffusers takes the square root of log β_t: NaN); an unknown
 ``variance_type``, ``prediction_type``, ``beta_schedule`` or ``timestep_spacing`` is a ``ValueError`` at
 construction (diffusers: silently fixed_small, or an error only inside ``step``); the chain's last step (no earlier
 timestep) adds no noise, whatever its t (diffusers adds noise whenever t > 0, e.g. σ² = 1 - ᾱ_t at the end of a
-``trailing`` schedule with ``fixed_large``).
+``trailing`` schedule with ``fixed_large``). ``_get_variance`` returns what diffusers' does, for code that calls it.
 """
 
 import math
-from dataclasses import dataclass
 from typing import ClassVar, Literal, get_args
 
 import numpy as np
@@ -66,36 +70,45 @@ def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     return 1 - np.concatenate([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
 
 
-def q_posterior_coefficients(alphas_cumprod_t: np.ndarray, alphas_cumprod_prev: np.ndarray) -> dict[str, np.ndarray]:
+def q_posterior_coefficients(alphas_cumprod_t, alphas_cumprod_prev) -> dict:
     """Coefficients of q(x_s | x_t, x_0) for s < t (Ho et al. 2020, eqs. 6-7, with ᾱ_s for ᾱ_{t-1}).
+
+    Args:
+        alphas_cumprod_t: ᾱ_t, float64 (numpy array or torch tensor).
+        alphas_cumprod_prev: ᾱ_s, the same shape (1 where the chain ends, s = -1).
 
     Returns:
         betas (1 - ᾱ_t/ᾱ_s), posterior_variance β̃ = (1-ᾱ_s)/(1-ᾱ_t)·β, posterior_mean_coef1 = √ᾱ_s·β/(1-ᾱ_t) (on x_0),
-        posterior_mean_coef2 = √(ᾱ_t/ᾱ_s)·(1-ᾱ_s)/(1-ᾱ_t) (on x_t), all float64.
+        posterior_mean_coef2 = √(ᾱ_t/ᾱ_s)·(1-ᾱ_s)/(1-ᾱ_t) (on x_t).
     """
-    betas = 1 - alphas_cumprod_t / alphas_cumprod_prev
+    ab_t, ab_prev = alphas_cumprod_t, alphas_cumprod_prev
+    betas = 1 - ab_t / ab_prev
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
             "betas": betas,
-            "posterior_variance": (1 - alphas_cumprod_prev) / (1 - alphas_cumprod_t) * betas,
-            "posterior_mean_coef1": np.sqrt(alphas_cumprod_prev) * betas / (1 - alphas_cumprod_t),
-            "posterior_mean_coef2": np.sqrt(1 - betas) * (1 - alphas_cumprod_prev) / (1 - alphas_cumprod_t),
+            "posterior_variance": (1 - ab_prev) / (1 - ab_t) * betas,
+            "posterior_mean_coef1": ab_prev**0.5 * betas / (1 - ab_t),
+            "posterior_mean_coef2": (1 - betas) ** 0.5 * (1 - ab_prev) / (1 - ab_t),
         }
 
 
-@dataclass(frozen=True)
-class StepCoefficients:
-    """Python-float coefficients of one reverse step t -> prev_t (one row of the step table)."""
+def reverse_coefficients(ab_t: torch.Tensor, ab_prev: torch.Tensor, log_variance_floor: float) -> dict:
+    """Every coefficient of one reverse step t -> s, from float64 ᾱ_t and ᾱ_s: the one table behind ``step``,
+    ``q_posterior_mean_variance`` and the bound.
 
-    prev_t: int
-    sqrt_alphas_cumprod: float
-    sqrt_one_minus_alphas_cumprod: float
-    sqrt_recip_alphas_cumprod: float
-    sqrt_recipm1_alphas_cumprod: float
-    posterior_mean_coef1: float
-    posterior_mean_coef2: float
-    log_variance_small: float  # log β̃ (clamped at MIN_VARIANCE)
-    log_variance_large: float  # log β
+    Adds to ``q_posterior_coefficients`` the x̂_0 coefficients √ᾱ_t, √(1-ᾱ_t), 1/√ᾱ_t, √(1/ᾱ_t - 1) (eq. 15) and the
+    two fixed log variances of p_θ (§3.2): ``posterior_log_variance_clipped`` (σ² = β̃) and ``log_betas_clipped``
+    (σ² = β). Where the chain ends (ᾱ_s = 1, so β̃ = 0) both are ``log_variance_floor`` = log β̃ of the unit step
+    at t = 1, as in the paper's code: the decoder L_0 needs that variance; ``step`` adds no noise there.
+    """
+    c = q_posterior_coefficients(ab_t, ab_prev)
+    end = ab_prev == 1
+    floor = torch.tensor(log_variance_floor, dtype=ab_t.dtype, device=ab_t.device)
+    c["posterior_log_variance_clipped"] = torch.where(end, floor, c["posterior_variance"].log())
+    c["log_betas_clipped"] = torch.where(end, floor, c["betas"].log())
+    c["sqrt_alphas_cumprod"], c["sqrt_one_minus_alphas_cumprod"] = ab_t.sqrt(), (1 - ab_t).sqrt()
+    c["sqrt_recip_alphas_cumprod"], c["sqrt_recipm1_alphas_cumprod"] = ab_t.rsqrt(), (1 / ab_t - 1).sqrt()
+    return c
 
 
 def _is_integer(value) -> bool:
@@ -156,31 +169,21 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
         if rescale_betas_zero_snr:
             betas = rescale_zero_terminal_snr(betas)
 
-        alphas_cumprod = np.cumprod(1 - betas)
-        alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
-        posterior = q_posterior_coefficients(alphas_cumprod, alphas_cumprod_prev)
-        with np.errstate(divide="ignore"):
-            tables = {
-                "betas": betas,
-                "alphas": 1 - betas,
-                "alphas_cumprod": alphas_cumprod,
-                "alphas_cumprod_prev": alphas_cumprod_prev,
-                "sqrt_alphas_cumprod": np.sqrt(alphas_cumprod),
-                "sqrt_one_minus_alphas_cumprod": np.sqrt(1 - alphas_cumprod),
-                "snr": alphas_cumprod / (1 - alphas_cumprod),
-                "posterior_variance": posterior["posterior_variance"],
-                # β̃ is 0 at t=0: the paper's code clips its log with β̃_1 (Ho et al., diffusion_utils_2.py)
-                "posterior_log_variance_clipped": np.log(
-                    np.append(posterior["posterior_variance"][1:2], posterior["posterior_variance"][1:])
-                    if num_train_timesteps > 1
-                    else np.maximum(posterior["posterior_variance"], MIN_VARIANCE)
-                ),
-                "posterior_mean_coef1": posterior["posterior_mean_coef1"],
-                "posterior_mean_coef2": posterior["posterior_mean_coef2"],
-            }
-        self._alphas_cumprod64 = alphas_cumprod
+        ab = torch.from_numpy(np.cumprod(1 - betas))
+        ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        first = q_posterior_coefficients(ab[1:2], ab[:1])["posterior_variance"]  # β̃ of the unit step at t = 1
+        self._log_variance_floor = float(first.log()) if num_train_timesteps > 1 else float(np.log(MIN_VARIANCE))
+        self._alphas_cumprod_ext = torch.cat([torch.ones(1, dtype=torch.float64), ab])  # [ᾱ_{-1} = 1, ᾱ_0, ...]
+        tables = reverse_coefficients(ab, ab_prev, self._log_variance_floor) | {
+            "betas": torch.from_numpy(betas),
+            "alphas": torch.from_numpy(1 - betas),
+            "alphas_cumprod": ab,
+            "alphas_cumprod_prev": ab_prev,
+            "snr": ab / (1 - ab),
+        }
         for name, table in tables.items():
-            setattr(self, name, torch.from_numpy(table).to(torch.float32))
+            setattr(self, name, table.to(torch.float32))
+        self._cache: dict = {}
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None
         self.custom_timesteps = False
@@ -245,32 +248,17 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
         self._use_timesteps(schedule.copy(), device)
 
     def _use_timesteps(self, schedule: np.ndarray, device) -> None:
-        """Build the step table for a descending schedule: one ``StepCoefficients`` row per timestep."""
-        prev = np.append(schedule[1:], -1)
-        ab_t = self._alphas_cumprod64[schedule]
-        ab_prev = np.where(prev >= 0, self._alphas_cumprod64[np.maximum(prev, 0)], 1.0)
-        post = q_posterior_coefficients(ab_t, ab_prev)
-        with np.errstate(divide="ignore"):
-            columns = (
-                np.sqrt(ab_t), np.sqrt(1 - ab_t), 1 / np.sqrt(ab_t), np.sqrt(1 / ab_t - 1),
-                post["posterior_mean_coef1"], post["posterior_mean_coef2"],
-                np.log(np.maximum(post["posterior_variance"], MIN_VARIANCE)), np.log(post["betas"]),
-            )  # fmt: skip
-        self._step_table = {
-            int(t): StepCoefficients(int(p), *map(float, values)) for t, p, *values in zip(schedule, prev, *columns)
-        }
+        """Record a descending schedule and each timestep's target s: the next kept timestep, -1 after the last."""
+        self._previous = dict(zip(schedule.tolist(), [*schedule[1:].tolist(), -1]))
         self.timesteps = torch.from_numpy(schedule).to(device)
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
-        """The timestep the chain moves to from ``timestep`` (-1 after the last step)."""
-        prev = self._coefficients(timestep).prev_t
-        return torch.tensor(prev) if isinstance(timestep, torch.Tensor) else prev
-
-    def _coefficients(self, timestep: int | torch.Tensor) -> StepCoefficients:
+        """The timestep the chain moves to from ``timestep`` (-1 after the last)."""
         try:
-            return self._step_table[int(timestep)]
+            prev = self._previous[int(timestep)]
         except KeyError:
             raise ValueError(f"timestep {int(timestep)} is not in the current schedule") from None
+        return torch.tensor(prev) if isinstance(timestep, torch.Tensor) else prev
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
         """DDPM feeds x_t to the model unscaled."""
@@ -279,65 +267,154 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
     def __len__(self) -> int:
         return self.config.num_train_timesteps
 
-    # ------------------------------------------------------------------ forward process q
+    # ------------------------------------------------------------------ tables
 
-    def extract(self, table: torch.Tensor, timesteps: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
-        """``table[timesteps]`` shaped (B, 1, 1, ...) to broadcast against ``like``."""
-        timesteps = torch.as_tensor(timesteps, device=like.device).long().flatten()
+    def _check_timesteps(self, timesteps: int | torch.Tensor, low: int = 0) -> None:
+        """Raise unless low <= t < T. Only values already on the host are read (ints, CPU tensors): on an
+        accelerator the check would make every call wait for the device, so it is skipped there."""
+        if isinstance(timesteps, torch.Tensor) and (timesteps.device.type != "cpu" or not timesteps.numel()):
+            return
         T = self.config.num_train_timesteps
-        if timesteps.numel() and (timesteps.min() < 0 or timesteps.max() >= T):
-            raise ValueError(f"timesteps must lie in [0, {T - 1}], got {timesteps.tolist()[:8]}")
-        values = table.to(device=like.device, dtype=like.dtype)[timesteps]
-        return values.reshape(-1, *([1] * (like.ndim - 1)))
+        values = [timesteps] if isinstance(timesteps, int) else torch.as_tensor(timesteps).flatten().tolist()
+        if min(values) < low or max(values) >= T:
+            raise ValueError(f"timesteps must lie in [{low}, {T - 1}], got {values[:8]}")
+
+    def _on(self, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The table ``name`` on ``like``'s device in ``dtype``, copied once per device and dtype."""
+        key = (name, like.device, dtype)
+        if key not in self._cache:
+            with torch.inference_mode(False):  # a plain tensor, usable later under autograd too
+                self._cache[key] = getattr(self, name).to(device=like.device, dtype=dtype)
+        return self._cache[key]
+
+    def _extract(self, name: str, timesteps: int | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``table[timesteps]`` shaped (B, 1, 1, ...) to broadcast against ``like``; no host sync."""
+        index = torch.as_tensor(timesteps, device=like.device).long()
+        return self._on(name, like, like.dtype)[index].reshape(-1, *([1] * (like.ndim - 1)))
+
+    def _coefficients(self, t: int | torch.Tensor, prev_t: int | torch.Tensor, like: torch.Tensor) -> dict:
+        """``reverse_coefficients`` of the step(s) t -> prev_t, evaluated in float64, returned in ``like``'s dtype
+        shaped to broadcast against it; kept per device and dtype when t and prev_t are ints (as in ``step``)."""
+        key = (t, prev_t, like.device, like.dtype, like.ndim) if isinstance(t + prev_t, int) else None
+        if key in self._cache:
+            return self._cache[key]
+        wide = torch.float32 if like.device.type == "mps" else torch.float64  # MPS has no float64
+        with torch.inference_mode(key is None and torch.is_inference_mode_enabled()):
+            ab = self._on("_alphas_cumprod_ext", like, wide)  # ab[k + 1] = ᾱ_k, ab[0] = 1
+            c = reverse_coefficients(ab[t + 1], ab[prev_t + 1], self._log_variance_floor)
+            values = torch.stack(list(c.values())).to(like.dtype).reshape(len(c), -1, *([1] * (like.ndim - 1)))
+        c = dict(zip(c, values.unbind()))
+        if key is not None:
+            self._cache[key] = c
+        return c
+
+    # ------------------------------------------------------------------ forward process q
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Sample q(x_t | x_0): x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε (Ho et al. 2020, eq. 4)."""
+        self._check_timesteps(timesteps)
+        x0 = original_samples
         return (
-            self.extract(self.sqrt_alphas_cumprod, timesteps, original_samples) * original_samples
-            + self.extract(self.sqrt_one_minus_alphas_cumprod, timesteps, original_samples) * noise
+            self._extract("sqrt_alphas_cumprod", timesteps, x0) * x0
+            + self._extract("sqrt_one_minus_alphas_cumprod", timesteps, x0) * noise
         )
 
     def q_sample_step(self, x_prev: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Sample q(x_t | x_{t-1}): x_t = √α_t x_{t-1} + √β_t z (Ho et al. 2020, eq. 2)."""
+        self._check_timesteps(timesteps)
         return (
-            self.extract(self.alphas.sqrt(), timesteps, x_prev) * x_prev
-            + self.extract(self.betas.sqrt(), timesteps, x_prev) * noise
+            self._extract("alphas", timesteps, x_prev).sqrt() * x_prev
+            + self._extract("betas", timesteps, x_prev).sqrt() * noise
         )
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """v = √ᾱ_t ε - √(1-ᾱ_t) x_0 (Salimans & Ho 2022, §4)."""
+        self._check_timesteps(timesteps)
         return (
-            self.extract(self.sqrt_alphas_cumprod, timesteps, sample) * noise
-            - self.extract(self.sqrt_one_minus_alphas_cumprod, timesteps, sample) * sample
-        )
-
-    def predict_start_from_noise(
-        self, x_t: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
-    ) -> torch.Tensor:
-        """x̂_0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t, the inverse of eq. 4 (Ho et al. 2020, eq. 15)."""
-        return (x_t - self.extract(self.sqrt_one_minus_alphas_cumprod, timesteps, x_t) * noise) / self.extract(
-            self.sqrt_alphas_cumprod, timesteps, x_t
+            self._extract("sqrt_alphas_cumprod", timesteps, sample) * noise
+            - self._extract("sqrt_one_minus_alphas_cumprod", timesteps, sample) * sample
         )
 
     def q_posterior_mean_variance(
         self, x_start: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean, variance β̃_t and clipped log variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eqs. 6-7).
+        """Mean μ̃_t, variance β̃_t and clipped log variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eqs. 6-7).
 
         Returns:
-            (posterior mean μ̃_t, posterior variance, posterior log variance clipped), broadcastable to x_t.
+            (posterior mean, posterior variance, posterior log variance clipped), broadcastable to x_t.
         """
-        mean = (
-            self.extract(self.posterior_mean_coef1, timesteps, x_t) * x_start
-            + self.extract(self.posterior_mean_coef2, timesteps, x_t) * x_t
-        )
-        return (
-            mean,
-            self.extract(self.posterior_variance, timesteps, x_t),
-            self.extract(self.posterior_log_variance_clipped, timesteps, x_t),
-        )
+        self._check_timesteps(timesteps)
+        c = self._coefficients(timesteps, timesteps - 1, x_t)
+        return self._posterior_mean(c, x_start, x_t), c["posterior_variance"], c["posterior_log_variance_clipped"]
+
+    @staticmethod
+    def _posterior_mean(c: dict, x_start: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """μ̃(x_t, x_0) = coef1 · x_0 + coef2 · x_t (Ho et al. 2020, eq. 7)."""
+        return c["posterior_mean_coef1"] * x_start + c["posterior_mean_coef2"] * x_t
 
     # ------------------------------------------------------------------ reverse process p_θ
+
+    def p_mean_variance(
+        self, model_output: torch.Tensor, sample: torch.Tensor, t: int | torch.Tensor, prev_t: int | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """p_θ(x_s | x_t) for the step t -> s = ``prev_t`` (Ho et al. 2020, eqs. 1, 7, 15 and §3.2).
+
+        Args:
+            model_output: the network's output at (x_t, t): ε, x_0 or v per ``prediction_type`` (with the variance
+                channels appended for ``learned``/``learned_range``).
+            sample: x_t.
+            t: the timestep(s): an int, or a tensor of shape () or (B,).
+            prev_t: s < t in the same form; -1 is the chain's end (ᾱ_s = 1).
+
+        Returns:
+            (mean, variance, log_variance, pred_x0), broadcastable to x_t. Where s = -1 the log variance is the
+            clipped value the decoder L_0 uses (``reverse_coefficients``); ``step`` adds no noise there.
+        """
+        self._check_timesteps(t)
+        self._check_timesteps(prev_t, low=-1)
+        model_output, predicted_variance = self._split_variance(model_output, sample)
+        c = self._coefficients(t, prev_t, sample)
+        # 1. x̂_0 from the model output; 2. kept in the data range
+        pred_x0 = self.clip_predicted_start(self._predict_start(model_output, sample, c))
+        # 3. μ_θ = μ̃(x_t, x̂_0)
+        mean = self._posterior_mean(c, pred_x0, sample)
+        # 4. log σ_t² per variance_type
+        kind = self.config.variance_type
+        small, large = c["posterior_log_variance_clipped"], c["log_betas_clipped"]
+        if kind in ("fixed_small", "fixed_small_log"):
+            log_variance = small
+        elif kind in ("fixed_large", "fixed_large_log"):
+            log_variance = large
+        elif kind == "learned":
+            log_variance = predicted_variance.clamp(min=MIN_VARIANCE).log()
+        else:
+            frac = (predicted_variance + 1) / 2
+            log_variance = frac * large + (1 - frac) * small
+        return mean, log_variance.exp(), log_variance, pred_x0
+
+    def _predict_start(self, model_output: torch.Tensor, sample: torch.Tensor, c: dict) -> torch.Tensor:
+        """x̂_0 from ε (Ho et al. 2020, eq. 15), from x_0 itself, or from v (Salimans & Ho 2022, §4)."""
+        kind = self.config.prediction_type
+        if kind == "epsilon":
+            return c["sqrt_recip_alphas_cumprod"] * sample - c["sqrt_recipm1_alphas_cumprod"] * model_output
+        if kind == "sample":
+            return model_output
+        return c["sqrt_alphas_cumprod"] * sample - c["sqrt_one_minus_alphas_cumprod"] * model_output
+
+    def _split_variance(self, model_output: torch.Tensor, sample: torch.Tensor):
+        """(the prediction, the variance channels or None), checking the shapes against ``variance_type``."""
+        channels = sample.shape[1] if sample.ndim > 1 else None
+        predicted_variance = None
+        if self.config.variance_type in ("learned", "learned_range"):
+            if model_output.shape[1:] != (2 * channels, *sample.shape[2:]):
+                raise ValueError(
+                    f"variance_type={self.config.variance_type!r} needs 2x{channels} output channels, got "
+                    f"model_output {tuple(model_output.shape)} for sample {tuple(sample.shape)}"
+                )
+            model_output, predicted_variance = torch.split(model_output, channels, dim=1)
+        if model_output.shape != sample.shape:
+            raise ValueError(f"model_output shape {tuple(model_output.shape)} != sample shape {tuple(sample.shape)}")
+        return model_output, predicted_variance
 
     def clip_predicted_start(self, x0: torch.Tensor) -> torch.Tensor:
         """x̂_0 kept in the data range as configured: dynamic thresholding, clipping to ±clip_sample_range, or as is."""
@@ -363,60 +440,46 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
         return_dict: bool = True,
     ) -> DDPMSchedulerOutput | tuple:
         """One reverse step x_t -> x_s ~ p_θ(x_s | x_t), s = ``previous_timestep(t)`` (t-1 on the full chain;
-        Ho et al. 2020, Algorithm 2, line 4).
+        Ho et al. 2020, Algorithm 2, line 4): ``p_mean_variance`` plus σ_t z.
 
         Args:
-            model_output: the network's output at (x_t, t): ε, x_0 or v per ``prediction_type`` (with the variance
-                channels appended for ``learned``/``learned_range``).
+            model_output: the network's output at (x_t, t), as ``p_mean_variance`` takes it.
             timestep: t, one of ``self.timesteps``.
             sample: x_t.
             generator: seeds the noise z exactly as diffusers' ``DDPMScheduler`` does.
             return_dict: return a ``DDPMSchedulerOutput`` rather than ``(prev_sample, pred_original_sample)``.
         """
-        c = self._coefficients(timestep)
-        cfg = self.config
-        channels = sample.shape[1] if sample.ndim > 1 else None
-        learned = cfg.variance_type in ("learned", "learned_range")
-        if learned and model_output.shape[1:] == (2 * channels, *sample.shape[2:]):
-            model_output, predicted_variance = torch.split(model_output, channels, dim=1)
-        elif learned:
-            raise ValueError(
-                f"variance_type={cfg.variance_type!r} needs 2x{channels} output channels, got "
-                f"model_output {tuple(model_output.shape)} for sample {tuple(sample.shape)}"
-            )
-        if model_output.shape != sample.shape:
-            raise ValueError(f"model_output shape {tuple(model_output.shape)} != sample shape {tuple(sample.shape)}")
+        t = int(timestep)
+        prev_t = self.previous_timestep(t)
         # one reduction; the elementwise check runs only if the sum is not finite (it may overflow in fp16)
         if not torch.isfinite(model_output.sum()) and not torch.isfinite(model_output).all():
-            raise ValueError(f"model_output at timestep {int(timestep)} holds NaN or infinite values")
-
-        # 1. x̂_0 from the model output (eq. 15 for ε; v-prediction: Salimans & Ho 2022)
-        if cfg.prediction_type == "epsilon":
-            x0 = torch.sub(sample * c.sqrt_recip_alphas_cumprod, model_output, alpha=c.sqrt_recipm1_alphas_cumprod)
-        elif cfg.prediction_type == "sample":
-            x0 = model_output
-        else:
-            x0 = torch.sub(sample * c.sqrt_alphas_cumprod, model_output, alpha=c.sqrt_one_minus_alphas_cumprod)
-        # 2. keep x̂_0 in the data range
-        x0 = self.clip_predicted_start(x0)
-        # 3. posterior mean μ̃_t(x_t, x̂_0) (eq. 7)
-        prev_sample = torch.add(sample * c.posterior_mean_coef2, x0, alpha=c.posterior_mean_coef1)
-        # 4. x_{t-1} = μ + σ_t z, z ~ N(0, I); the chain's last step is noise-free
-        if c.prev_t >= 0:
-            z = self._draw_noise(model_output, generator)
-            if cfg.variance_type in ("fixed_small", "fixed_small_log"):
-                prev_sample = prev_sample.add_(z, alpha=math.exp(0.5 * c.log_variance_small))
-            elif cfg.variance_type in ("fixed_large", "fixed_large_log"):
-                prev_sample = prev_sample.add_(z, alpha=math.exp(0.5 * c.log_variance_large))
-            elif cfg.variance_type == "learned":
-                prev_sample = prev_sample + predicted_variance.sqrt() * z
-            else:
-                frac = (predicted_variance + 1) / 2
-                log_variance = frac * c.log_variance_large + (1 - frac) * c.log_variance_small
-                prev_sample = prev_sample + torch.exp(0.5 * log_variance) * z
+            raise ValueError(f"model_output at timestep {t} holds NaN or infinite values")
+        mean, _, log_variance, pred_x0 = self.p_mean_variance(model_output, sample, t, prev_t)
+        prev_sample = mean
+        if prev_t >= 0:  # x_s = μ_θ + σ_t z, z ~ N(0, I); the chain's last step is noise-free
+            z = self._draw_noise(model_output[:, : sample.shape[1]] if sample.ndim > 1 else model_output, generator)
+            prev_sample = torch.addcmul(mean, torch.exp(0.5 * log_variance), z)
         if not return_dict:
-            return prev_sample, x0
-        return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
+            return prev_sample, pred_x0
+        return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_x0)
+
+    def _get_variance(self, t: int, predicted_variance: torch.Tensor | None = None, variance_type: str | None = None):
+        """What diffusers' ``DDPMScheduler._get_variance`` returns, for code written against it: β̃ clamped at
+        1e-20 (fixed_small), its square root (fixed_small_log), β (fixed_large), log β (fixed_large_log), the model's
+        σ² (learned), or log σ² between log β̃ and log β (learned_range), for the step t -> ``previous_timestep(t)``.
+        """
+        kind = self.config.variance_type if variance_type is None else variance_type
+        _check_choice("variance_type", kind, VarianceType)
+        c = self._coefficients(int(t), self.previous_timestep(int(t)), self.betas)
+        small, beta = c["posterior_variance"].clamp(min=MIN_VARIANCE).reshape(()), c["betas"].reshape(())
+        if kind in ("learned", "learned_range") and predicted_variance is None:
+            raise ValueError(f"variance_type={kind!r} needs predicted_variance")
+        if kind == "learned":
+            return predicted_variance
+        if kind == "learned_range":
+            frac = (predicted_variance + 1) / 2
+            return frac * beta.log() + (1 - frac) * small.log()
+        return {"fixed_small": small, "fixed_small_log": small.sqrt(), "fixed_large": beta}.get(kind, beta.log())
 
     @staticmethod
     def _draw_noise(like: torch.Tensor, generator) -> torch.Tensor:
