@@ -1,12 +1,12 @@
 """Benchmark the Gradio app as a user meets it: start-up, click → first streamed frame, memory.
 
     python bench/bench_app.py [--models-dir DIR] [--images 16] [--steps 1000]
-    python bench/bench_app.py --logic-only [--models-dir DIR]   # no server: app_logic on CUDA if present, else CPU
 
 Server mode starts ``python app.py`` as a subprocess and measures, with gradio_client:
 - start-up: process start → first HTTP 200 on "/";
-- click → first streamed frame of ``/sample`` (the time to the first streamed output), cold (the first request loads
-  the model) and warm, and the whole request;
+- the result shown on arrival: process start → the start-up sample run has finished (the page's first view);
+- click → first streamed frame of ``/sample`` (the time to the first streamed output): the first request after
+  start-up and a later one, and the whole request;
 - the other endpoints, warm;
 - the app process's RSS when idle after start-up, and its peak (VmHWM) after all requests.
 Models come from ``--models-dir`` (default: the repo's models/; a random ``--preset`` model when it has no ddpm-mnist).
@@ -48,7 +48,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
 def first_frame(client, args) -> tuple[float, float, int]:
     """(seconds to the first streamed output, seconds to the result, number of streamed outputs) of one /sample."""
     start = time.perf_counter()
-    job = client.submit(MODEL, args.images, args.steps, "fixed_small", 0, api_name="/sample")
+    job = client.submit(MODEL, args.images, args.sampler, args.steps, "fixed_small", 0, api_name="/sample")
     while not job.outputs() and not job.done():
         time.sleep(0.005)
     first = time.perf_counter() - start
@@ -66,17 +66,28 @@ def timed(fn, *args, **kwargs) -> float:
 
 def bench_server(args, models_dir: Path) -> None:
     import httpx
-    from gradio_client import Client
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    sketch_file = Path(tempfile.mkdtemp(prefix="bench-app-")) / "sketch.png"
+    Image.new("L", (280, 280)).save(sketch_file)
+    sketch = {"background": handle_file(str(sketch_file)), "layers": [], "composite": handle_file(str(sketch_file))}
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "DDPM_HF_MODELS_DIR": str(models_dir), "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DDPM_HF_MODELS_DIR": str(models_dir),
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     url = f"http://127.0.0.1:{port}/"
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while True:
             with contextlib.suppress(httpx.HTTPError):
@@ -86,24 +97,27 @@ def bench_server(args, models_dir: Path) -> None:
                 raise SystemExit(f"app.py exited with {proc.returncode}")
             time.sleep(0.05)
         startup = time.perf_counter() - start
-        time.sleep(args.settle)  # let the background import of torch/diffusers finish
-        idle_rss, _ = rss_mb(proc.pid)
         client = Client(url, verbose=False)
         cold = first_frame(client, args)
+        arrival = time.perf_counter() - start  # the first request queues behind the start-up run
+        time.sleep(args.settle)
+        idle_rss, _ = rss_mb(proc.pid)
         warm = first_frame(client, args)
         others = {
             "/forward": timed(client.predict, MODEL, 3, None, 500, 0, api_name="/forward"),
             "/schedule": timed(client.predict, MODEL, api_name="/schedule"),
             "/posterior": timed(client.predict, MODEL, 3, 200, "fixed_small", 0, api_name="/posterior"),
+            "/sdedit (4 images from t = 500)": timed(client.predict, MODEL, sketch, 500, 4, 0, api_name="/sdedit"),
             "/bound": timed(client.predict, MODEL, 3, "fixed_small", 0, api_name="/bound"),
         }
         rss, peak = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"app server ({args.images} images × {args.steps} steps, models from {models_dir})")
+    print(f"app server ({args.images} images × {args.steps} {args.sampler} steps, models from {models_dir})")
     print(f"  start-up, process start → HTTP 200      {startup:8.2f} s")
-    print(f"  click → first streamed frame, cold      {cold[0]:8.2f} s   (loads the model; result {cold[1]:.2f} s)")
+    print(f"  process start → first request answered  {arrival:8.2f} s   (after the start-up run shown on arrival)")
+    print(f"  click → first streamed frame, first     {cold[0]:8.2f} s   (result {cold[1]:.2f} s)")
     print(
         f"  click → first streamed frame, warm      {warm[0]:8.2f} s   (result {warm[1]:.2f} s, "
         f"{warm[2]} streamed updates)"
@@ -114,45 +128,24 @@ def bench_server(args, models_dir: Path) -> None:
     print(f"  RSS after the requests / peak (VmHWM)   {rss:8.0f} MB / {peak:.0f} MB")
 
 
-def bench_logic(args, models_dir: Path) -> None:
-    from PIL import Image
-
-    from ddpm_hf import app_logic
-
-    pipe = app_logic.get_pipeline(MODEL, str(models_dir / MODEL))
-    T = pipe.scheduler.config.num_train_timesteps
-    request = app_logic.check_sample_request(args.images, args.steps, "fixed_small", 0, T)
-    for label in ("cold", "warm"):
-        start = time.perf_counter()
-        first = None
-        for update in app_logic.sample_stream(pipe, *request):
-            first = first or time.perf_counter() - start
-        total = time.perf_counter() - start
-        print(
-            f"sample_stream on {app_logic.device()} ({label}): first preview {first:.3f} s, "
-            f"{args.images} × {args.steps} steps with GIF {total:.2f} s"
-        )
-    x0 = app_logic.to_model_input(Image.new("L", (28, 28), 128), *app_logic.image_shape(pipe))
-    for name, fn in [("posterior_step", lambda: app_logic.posterior_step(pipe, x0, 200, "fixed_small", 0)),
-                     ("bound_terms", lambda: app_logic.bound_terms(pipe, x0, "fixed_small", 0))]:  # fmt: skip
-        fn()
-        print(f"{name} on {app_logic.device()}: {timed(fn):.3f} s (warm)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=None, help="default: the app's default for the sampler")
+    parser.add_argument("--sampler", default=None, help="default: the app's default sampler")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait after start-up before idle RSS")
     parser.add_argument("--preset", default="tiny", help="UNet preset of the random model used when there is none")
-    parser.add_argument("--logic-only", action="store_true", help="time ddpm_hf.app_logic directly, no server")
     args = parser.parse_args()
+    from ddpm_hf.space import limits
+
+    args.sampler = args.sampler or limits.DEFAULT_SAMPLER
+    args.steps = args.steps or limits.default_steps(args.sampler)
     models_dir = args.models_dir or REPO / "models"
     if not (models_dir / MODEL / "model_index.json").is_file():
         print(f"no {MODEL} in {models_dir}: using a random {args.preset!r} model")
         models_dir = random_models_dir(args.preset)
-    (bench_logic if args.logic_only else bench_server)(args, models_dir)
+    bench_server(args, models_dir)
 
 
 if __name__ == "__main__":

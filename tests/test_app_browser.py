@@ -1,8 +1,9 @@
 """The Gradio app in a real browser: Debian's chromium driven by Python playwright (never ``playwright install``).
 
-Opens the page served by ``python app.py`` (tiny random model), samples 2 images in 20 steps, waits for the denoising
-GIF, checks it is shown, then opens the forward-process tab. Screenshots go to ``$DDPM_HF_SCREENSHOT_DIR`` (default:
-the test's tmp folder). CI needs ``apt-get install -y chromium chromium-driver`` and ``pip install playwright``.
+Serves ``python app.py`` on a tiny random model and uses it as a visitor does, at desktop and phone width: the
+result shown on arrival, 1-step sampling, Enter in a number box, a non-image upload, a drawing through noise and
+back, inpainting. Screenshots of every tab at both widths go to ``$DDPM_HF_SCREENSHOT_DIR`` (default: a tmp folder).
+CI needs ``apt-get install -y chromium chromium-driver`` and ``pip install playwright``.
 """
 
 import os
@@ -13,8 +14,18 @@ import pytest
 from test_app import running_app, write_tiny_model
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TABS = ["Sample", "Your digit", "Inpaint", "Forward process", "Schedule & posterior", "About"]
+DESKTOP, PHONE = {"width": 1400, "height": 1000}, {"width": 390, "height": 844}
 
 if not CHROMIUM.exists():
     pytest.skip("needs Debian's chromium: apt-get install -y chromium chromium-driver", allow_module_level=True)
@@ -29,70 +40,164 @@ def app_url(tmp_path_factory):
         yield url
 
 
+@pytest.fixture(scope="module")
+def screenshot_dir(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("DDPM_HF_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def open_page(p, url: str, viewport: dict, profile: str, dark: bool = False):
+    browser = p.chromium.launch_persistent_context(
+        profile,
+        executable_path=str(CHROMIUM),
+        args=FLAGS,
+        headless=True,
+        viewport=viewport,
+        color_scheme="dark" if dark else "light",
+    )
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    return browser, page, errors
+
+
 @pytest.fixture
 def page(app_url):
     with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        browser = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), args=FLAGS, headless=True, viewport={"width": 1400, "height": 1000}
-        )  # fmt: skip
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(app_url)
+        browser, page, errors = open_page(p, app_url, DESKTOP, profile)
         yield page
         browser.close()
         assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-@pytest.fixture
-def screenshot_dir(tmp_path) -> Path:
-    folder = Path(os.environ.get("DDPM_HF_SCREENSHOT_DIR") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def visible_gif(page):
+    gif = page.locator("img[src$='.gif']:visible").first
+    gif.wait_for(timeout=120_000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=gif.element_handle(), timeout=30_000)
+    return gif
 
 
-def set_number(page, label: str, value: int) -> None:
-    box = page.get_by_label(f"number input for {label}")
+def set_number(page, label: str, value) -> None:
+    box = page.get_by_label(f"number input for {label}").first
     box.fill(str(value))
     box.press("Enter")
 
 
-def test_sample_shows_the_animation(page, screenshot_dir):
-    page.get_by_role("button", name="Sample", exact=True).wait_for(timeout=60_000)
+def toast_text(page) -> str:
+    toast = page.locator(".toast-body").first
+    toast.wait_for(timeout=60_000)
+    return toast.inner_text()
+
+
+def test_a_result_is_shown_on_arrival(page, screenshot_dir):
+    gif = visible_gif(page)  # no click: the start-up run of the default request
+    assert gif.bounding_box()["width"] > 200
+    assert page.locator(".picture img[src$='.png']:visible").count() >= 2  # the grid and one frame
+    assert page.get_by_text("the result x₀, after").first.is_visible()
+    page.screenshot(path=screenshot_dir / "arrival-desktop.png", full_page=True)
+
+
+def test_one_sampling_step_and_the_scrubber(page):
+    visible_gif(page)
     set_number(page, "Number of images", 2)
-    set_number(page, "Sampling steps", 20)
+    set_number(page, "Sampling steps", 1)
+    old = page.locator("img[src$='.gif']:visible").first.get_attribute("src")
     page.get_by_role("button", name="Sample", exact=True).click()
-
-    gif = page.locator("img[src$='.gif']:visible").first
-    gif.wait_for(timeout=120_000)
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=gif.element_handle(), timeout=30_000)
-    assert gif.is_visible()
-    box = gif.bounding_box()
-    assert box["width"] > 200 and box["height"] > 50
-    samples = page.locator("img[src$='.png']:visible")
-    assert samples.count() >= 2  # the final grid and the scrubbed frame
-    page.screenshot(path=screenshot_dir / "app-sample.png", full_page=True)
-    assert (screenshot_dir / "app-sample.png").stat().st_size > 10_000
-
-    frame = page.locator(".picture img[src$='.png']:visible").last  # the scrubbed frame, under the GIF's row
-    last_frame = frame.get_attribute("src")
-    page.get_by_label("number input for Captured step 19 of 0 … 19: x_t at t = 0").wait_for(timeout=60_000)
-    set_number(page, "Captured step 19 of 0 … 19: x_t at t = 0", 0)
     page.wait_for_function(
-        "src => [...document.querySelectorAll('.picture img')].every(i => i.src !== src) ||"
-        " document.body.innerText.includes('Captured step 0 of')",
-        arg=last_frame,
-        timeout=30_000,
+        "src => [...document.querySelectorAll('img')].some(i => i.src.endsWith('.gif') &&"
+        " i.src !== src && i.complete && i.naturalWidth > 0)",
+        arg=old,
+        timeout=120_000,
     )
-    assert page.get_by_text("Captured step 0 of 0 … 19").is_visible()
+    page.get_by_text("the result x₀, after 1 step").first.wait_for(timeout=30_000)
+    assert page.locator(".toast-body").count() == 0
+    set_number(page, "Frame: the result x₀, after 1 step", 0)
+    page.get_by_text("Frame: step 1 of 1").first.wait_for(timeout=30_000)
 
-    seed = page.get_by_label("Seed")
-    page.get_by_role("button", name="Random seed").click()
-    page.wait_for_function("() => document.querySelector('input[aria-label=\"Seed\"]').value !== '0'", timeout=30_000)
-    assert int(seed.input_value()) >= 0
 
+def test_enter_in_a_number_box_updates_the_forward_tab(page):
     page.get_by_role("tab", name="Forward process").click()
-    forward_gif = page.locator("img[src$='.gif']:visible").first
-    forward_gif.wait_for(timeout=60_000)
-    assert page.get_by_label("signal rate √ᾱ_t").input_value() not in ("", "0")
-    page.screenshot(path=screenshot_dir / "app-forward.png", full_page=True)
+    visible_gif(page)
+    x_t = page.get_by_label("xₜ", exact=True).locator("img")
+    before = x_t.get_attribute("src")
+    set_number(page, "Noise seed (ε)", 5)
+    page.wait_for_function(
+        "([el, src]) => el.getAttribute('src') !== src", arg=[x_t.element_handle(), before], timeout=60_000
+    )
+    before = x_t.get_attribute("src")
+    set_number(page, "t", 900)
+    page.wait_for_function(
+        "([el, src]) => el.getAttribute('src') !== src", arg=[x_t.element_handle(), before], timeout=60_000
+    )
+    assert page.get_by_text("At t = 900").first.is_visible()
+
+
+def test_a_non_image_upload_gets_a_message_and_the_tab_recovers(page, tmp_path):
+    page.get_by_role("tab", name="Forward process").click()
+    visible_gif(page)
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    page.locator("input[type=file]:visible, input[type=file]").first.set_input_files(str(text))
+    assert "not an image" in toast_text(page)
+    page.get_by_text("At t = 300").first.wait_for(timeout=60_000)  # the test image again
+    set_number(page, "t", 100)
+    page.get_by_text("At t = 100").first.wait_for(timeout=60_000)
+
+
+def draw(page, target, strokes) -> None:
+    box = target.bounding_box()
+    for (x0, y0), (x1, y1) in strokes:
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        for k in range(1, 11):
+            page.mouse.move(
+                box["x"] + (x0 + (x1 - x0) * k / 10) * box["width"],
+                box["y"] + (y0 + (y1 - y0) * k / 10) * box["height"],
+            )
+        page.mouse.up()
+
+
+def test_a_sketch_goes_through_noise_and_back(page, screenshot_dir):
+    page.get_by_role("tab", name="Your digit").click()
+    canvas = page.locator("canvas:visible").first
+    canvas.wait_for(timeout=30_000)
+    draw(page, canvas, [((0.5, 0.2), (0.5, 0.8))])
+    set_number(page, "t (how much noise)", 300)
+    page.get_by_role("button", name="Noise and denoise").click()
+    visible_gif(page)
+    assert page.get_by_label("xₜ ~ q(xₜ | x₀)").locator("img").count() == 1
+    page.screenshot(path=screenshot_dir / "digit-desktop.png", full_page=True)
+
+
+def test_inpainting_a_test_digit(page, screenshot_dir):
+    page.get_by_role("tab", name="Inpaint").click()
+    page.get_by_role("button", name="Load test image").click()
+    canvas = page.locator("canvas:visible").first
+    canvas.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    draw(page, canvas, [((0.55, 0.1), (0.55, 0.9)), ((0.7, 0.1), (0.7, 0.9))])
+    page.get_by_role("button", name="Inpaint", exact=True).click()
+    visible_gif(page)
+    page.screenshot(path=screenshot_dir / "inpaint-desktop.png", full_page=True)
+
+
+@pytest.mark.parametrize("width", ["desktop", "phone", "phone-dark"])
+def test_every_tab_is_reachable_and_captured(app_url, screenshot_dir, width):
+    viewport = DESKTOP if width == "desktop" else PHONE
+    with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        browser, page, errors = open_page(p, app_url, viewport, profile, dark=width.endswith("dark"))
+        visible_gif(page)
+        for name in TABS:
+            tab = page.get_by_role("tab", name=name)
+            if not tab.is_visible():  # narrow screens fold extra tabs into a menu
+                page.locator(".overflow-menu button, button.overflow-menu").first.click()
+                tab = page.get_by_role("tab", name=name)
+            tab.click()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=screenshot_dir / f"tab-{name.split()[0].lower()}-{width}.png", full_page=True)
+            width_px = page.evaluate("document.documentElement.scrollWidth")
+            assert width_px <= viewport["width"] + 1, f"{name}: the page scrolls sideways ({width_px} px)"
+        browser.close()
+        assert not errors, errors

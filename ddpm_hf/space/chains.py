@@ -1,0 +1,140 @@
+"""Streamed reverse chains for the Space: sampling, a user's picture through noise and back, and inpainting.
+
+Each run iterates ``ddpm_hf.sampling.reverse_chain`` and yields a ``Progress`` (the batch as it is now) every few
+steps and one ``Finished`` at the end (the result grid and a GIF of x_t beside x̂_0). Closing the iterator stops the
+chain at once: no thread runs behind it.
+"""
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .. import data, pictures
+from ..sampling import Trajectory, initial_noise, reverse_chain, seed_generators
+from .images import animation_scale, grid_scale, new_file
+from .limits import ANIMATION_FRAMES, MAX_IMAGES, PREVIEWS, SAMPLER_NAMES, SEED_RANGE, STEP_RANGE, VARIANCES
+from .registry import Model
+
+
+@dataclass(frozen=True)
+class ChainRequest:
+    """A validated request: how many images, which sampler, how many steps, which σ_t² (DDPM), which seed."""
+
+    num_images: int
+    sampler: str
+    num_inference_steps: int
+    variance: str
+    seed: int
+
+
+def check_request(num_images, sampler, num_inference_steps, variance, seed, model: Model) -> ChainRequest:
+    """The request as ``ChainRequest``, or a ``ValueError`` naming the bad input and its allowed values."""
+    if sampler not in SAMPLER_NAMES:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLER_NAMES)}, got {sampler!r}")
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+    T = model.scheduler.config.num_train_timesteps
+    return ChainRequest(
+        num_images=data.check_int("number of images", num_images, 1, MAX_IMAGES),
+        sampler=sampler,
+        num_inference_steps=data.check_int(
+            "sampling steps", num_inference_steps, STEP_RANGE[0], min(STEP_RANGE[1], T)
+        ),
+        variance=variance,
+        seed=data.check_int("seed", seed, *SEED_RANGE),
+    )
+
+
+@dataclass
+class Progress:
+    """The batch x_{t-1} after ``step`` steps, the last one from ``timestep``, as a grid."""
+
+    step: int
+    timestep: int
+    grid: Image.Image
+
+
+@dataclass
+class Finished:
+    """The result grid, the denoising GIF and one label per GIF frame ("step 12 of 32, t = 390")."""
+
+    grid: Image.Image
+    animation: Path
+    labels: list[str]
+
+
+def run_chain(
+    model: Model,
+    request: ChainRequest,
+    x0: torch.Tensor | None = None,
+    start_timestep: int | None = None,
+    keep: torch.Tensor | None = None,
+) -> Iterator[Progress | Finished]:
+    """Stream one reverse chain.
+
+    Args:
+        model: the loaded model.
+        request: from ``check_request``.
+        x0: a picture (1, C, H, W) in [-1, 1] for SDEdit or inpainting; None samples from x_T ~ N(0, I).
+        start_timestep: SDEdit (Meng et al. 2022): start at x_t ~ q(x_t | x0) for this t instead of at x_T.
+        keep: inpainting mask (1, 1, H, W), 1 where x0 is kept; elsewhere the model fills in (RePaint without
+            resampling, Lugmayr et al. 2022).
+    """
+    unet, n, steps = model.pipe.unet, request.num_images, request.num_inference_steps
+    generators = seed_generators(request.seed, n)
+    x = initial_noise(unet, n, generators)
+    known = None
+    if x0 is not None:
+        x0 = x0.to(x.device, x.dtype).expand(n, -1, -1, -1)
+        if start_timestep is not None:
+            x = model.scheduler.add_noise(x0, x, torch.full((n,), start_timestep, device=x.device))
+        if keep is not None:
+            known = (x0, keep.to(x.device, x.dtype).expand_as(x0))
+    chain = reverse_chain(
+        unet,
+        model.scheduler,
+        x,
+        num_inference_steps=steps,
+        sampler=request.sampler,
+        variance=request.variance,
+        generator=generators,
+        start_timestep=start_timestep,
+        known=known,
+    )
+    nrow, size = math.ceil(math.sqrt(n)), model.size
+    capture_every, preview_every = max(1, math.ceil(steps / ANIMATION_FRAMES)), max(1, steps // PREVIEWS)
+    trajectory, captured, last = Trajectory(), [], None
+    try:
+        for item in chain:
+            if item.index % capture_every == 0:
+                trajectory.x_t.append(item.x_t.float().cpu())
+                trajectory.pred_x0.append(item.pred_x0.float().cpu())
+                captured.append((item.index + 1, item.timestep))
+            if item.index == 0 or (item.index + 1) % preview_every == 0:
+                yield Progress(item.index + 1, item.timestep, _grid(item.x_prev, nrow, grid_scale(size)))
+            last = item
+    finally:
+        chain.close()
+    result = last.x_prev.float().cpu().clamp(-1, 1)
+    trajectory.x_t.append(result)
+    trajectory.pred_x0.append(result)
+    done = last.index + 1
+    labels = [f"step {i} of {done}, t = {t}" for i, t in captured] + [
+        f"the result x₀, after {done} step{'s' * (done != 1)}"
+    ]
+    frames = pictures.denoising_frames(trajectory, nrow, animation_scale(size))
+    yield Finished(_grid(result, nrow, grid_scale(size)), pictures.save_gif(frames, new_file(".gif")), labels)
+
+
+def _grid(x: torch.Tensor, nrow: int, scale: int) -> Image.Image:
+    return pictures.make_grid(x.float().cpu().clamp(-1, 1), nrow, scale, value_range=(-1, 1))
+
+
+def showcase(model: Model, request: ChainRequest) -> Finished:
+    """A whole run, for the result a visitor sees on arrival."""
+    *_, finished = run_chain(model, request)
+    return finished

@@ -1,0 +1,31 @@
+"""Choices and limits of the Space's requests, each written once."""
+
+from typing import get_args
+
+from ..samplers import SAMPLERS, Variance
+
+MAX_IMAGES = 16
+STEP_RANGE = (1, 1000)
+SEED_RANGE = (0, 2**31 - 1)
+VARIANCES: tuple[str, ...] = get_args(Variance)
+VARIANCE_LABELS = {"fixed_small": "β̃ₜ (fixed_small)", "fixed_large": "βₜ (fixed_large)"}
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+# What the visitor is looking at, and a step count that gives a good picture quickly on 2 CPU cores.
+SAMPLER_INFO = {
+    "ddpm": ("DDPM: the paper's stochastic chain", 100),
+    "ddim": ("DDIM (η = 0): deterministic, same network", 50),
+    "ddim-eta1": ("DDIM (η = 1): stochastic, same network", 50),
+    "dpm++": ("DPM-Solver++ (2nd order): deterministic, same network", 20),
+}
+DEFAULT_SAMPLER = "ddpm"
+DEFAULT_IMAGES = 16
+DEFAULT_SEED = 0
+ANIMATION_FRAMES = 30  # captured steps in a denoising GIF (plus the starting x)
+PREVIEWS = 20  # streamed grids per run
+BOUND_POINTS = 50  # timesteps of the bound's stratified estimate (and its plotted curve)
+MAX_UPLOAD_BYTES = 5 * 2**20
+MAX_UPLOAD_PIXELS = 4096 * 4096
+
+
+def default_steps(sampler: str) -> int:
+    return SAMPLER_INFO.get(sampler, ("", 50))[1]

@@ -1,0 +1,108 @@
+"""The models a Space offers: name → pipeline folder or Hub repo id, loaded on first use and shared by requests.
+
+Each model has its own lock, so a slow load (an extra Hub model) holds up only requests for that model; a load that
+failed is remembered for ``RETRY_SECONDS`` and answered at once with the same message.
+"""
+
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from huggingface_hub import ModelCard
+
+from .. import data
+from ..hub import DATASET_IDS
+from ..pipeline_io import load_pipeline
+
+RETRY_SECONDS = 600.0
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Model:
+    """A loaded model: its pipeline, the built-in dataset it was trained on (from its card), and its image shape."""
+
+    name: str
+    pipe: object
+    dataset: str | None
+
+    @property
+    def size(self) -> int:
+        size = self.pipe.unet.config.sample_size
+        return size if isinstance(size, int) else size[0]
+
+    @property
+    def channels(self) -> int:
+        return self.pipe.unet.config.in_channels
+
+    @property
+    def scheduler(self):
+        return self.pipe.scheduler
+
+    def describe(self) -> str:
+        n = sum(p.numel() for p in self.pipe.unet.parameters())
+        cfg = self.scheduler.config
+        trained = f", trained on {self.dataset}" if self.dataset else ""
+        return (
+            f"{self.size}×{self.size}×{self.channels} images{trained}; UNet of {n / 1e6:.2f}M parameters; "
+            f"T = {cfg.num_train_timesteps}, {cfg.beta_schedule} β from {cfg.beta_start:g} to {cfg.beta_end:g}; "
+            f"on {device().type}"
+        )
+
+
+def card_dataset(source: str) -> str | None:
+    """The built-in dataset ("mnist", "fashion-mnist") named in a model card's ``datasets:`` metadata, if any."""
+    path = Path(source, "README.md")
+    try:
+        card = ModelCard.load(path) if path.is_file() else ModelCard.load(source)  # a Hub repo id: its card
+    except Exception:  # noqa: BLE001 - no card, no network, bad YAML: the model still works, without test images
+        return None
+    names = {hub_id: name for name, hub_id in DATASET_IDS.items()}
+    for dataset in card.data.datasets or []:
+        if dataset in names or dataset in DATASET_IDS:
+            return names.get(dataset, dataset)
+    return None
+
+
+@cache
+def test_images(dataset: str) -> torch.Tensor:
+    """uint8 (N, C, H, W) test images of a built-in dataset (MNIST: the 256 that ship with the package at least)."""
+    return data.load_test_sample(dataset).images
+
+
+class Registry:
+    """Models by name; ``get`` loads on first use. Clients name models, never paths."""
+
+    def __init__(self, sources: dict[str, str]):
+        self.sources = dict(sources)
+        self._models: dict[str, Model] = {}
+        self._failed: dict[str, tuple[float, str]] = {}
+        self._locks = {name: threading.Lock() for name in self.sources}
+
+    def get(self, name) -> Model:
+        if name not in self.sources:
+            raise ValueError(f"unknown model {name!r}; choose one of {', '.join(self.sources) or '(none)'}")
+        if name in self._models:
+            return self._models[name]
+        with self._locks[name]:
+            if name in self._models:
+                return self._models[name]
+            failed = self._failed.get(name)
+            if failed and time.monotonic() - failed[0] < RETRY_SECONDS:
+                raise ValueError(failed[1])
+            source = self.sources[name]
+            try:
+                pipe = load_pipeline(source)
+            except ValueError as e:  # its message names the server-side path: show the model's name instead
+                message = str(e).replace(source, repr(name))
+                self._failed[name] = (time.monotonic(), message)
+                raise ValueError(message) from None
+            pipe.unet.to(device())
+            self._models[name] = Model(name, pipe, card_dataset(source))
+            return self._models[name]
