@@ -1,8 +1,8 @@
 """Training speed on the CPU: images/s, peak RSS and the data path's share of a step, for the default model.
 
 Runs ``ddpm_hf.training.optimizer_step`` (the body of ``train``'s loop: data, forward, backward, clipping, AdamW) for
-the "small" preset at 28x28 on MNIST, after a warm-up, and times the data path alone (``local_batch``: ``micro_batch``
-for the global batch plus this process's slice) on the same micro-steps. The EMA update, which the default run also
+the "small" preset at 28x28 on MNIST, after a warm-up, and times the data path alone (``micro_batch``: the step's
+batch plus this process's slice) on the same steps. The EMA update, which the default run also
 does each step, is timed on its own.
 
 Usage: ``OMP_NUM_THREADS=1 python bench/bench_training.py [--steps 20] [--warmup 3] [--batch 64]``. Figures from a
@@ -17,11 +17,9 @@ import tempfile
 import time
 
 import torch
-from diffusers import UNet2DModel
-from diffusers.training_utils import EMAModel
 
-from ddpm_hf.scheduling_ddpm_hf import DDPMHFScheduler
-from ddpm_hf.training import TrainConfig, init_unet, load_training_data, local_batch, make_accelerator, optimizer_step
+from ddpm_hf.batches import micro_batch
+from ddpm_hf.training import TrainConfig, optimizer_step, prepare
 
 
 def peak_rss_mib() -> float:
@@ -47,31 +45,30 @@ def main() -> None:
     cfg = TrainConfig(
         model_preset=args.preset,
         train_batch_size=args.batch,
+        max_train_steps=args.warmup + args.steps,
+        use_ema=True,
+        logger="none",
         cpu=True,
         output_dir=os.path.join(tempfile.gettempdir(), "ddpm-hf-bench"),
-    )  # never written
-    images = load_training_data(cfg).images
-    peak_after_data = peak_rss_mib()
-    accelerator = make_accelerator(cfg)
-    unet = init_unet(cfg, images.shape[1])
-    ema = EMAModel(unet.parameters(), use_ema_warmup=True, power=0.75, model_cls=UNet2DModel, model_config=unet.config)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2))
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    scheduler = DDPMHFScheduler(num_train_timesteps=cfg.ddpm_num_steps)
+    )  # never written: prepare() writes nothing, and run() is not called
+    r = prepare(cfg)
+    images, peak_after_prepare = r.data.images, peak_rss_mib()
+    accelerator, unet, ema = r.accelerator, r.unet, r.parts["ema"]
     unet.train()
 
     def data_path(step: int) -> None:
-        batch = local_batch(images, step, cfg.train_batch_size, accelerator.num_processes,
-                            accelerator.process_index, cfg.seed, cfg.random_flip, cfg.ddpm_num_steps)  # fmt: skip
-        [v.to(accelerator.device) for v in batch]
+        [v.to(accelerator.device) for v in micro_batch(images, step, 0, accelerator.process_index, r.plan)]
+
+    def one_step(step: int) -> None:
+        r.step = step
+        optimizer_step(r, images).item()
 
     for step in range(args.warmup):
-        optimizer_step(accelerator, unet, optimizer, scheduler, images, step, cfg)
+        one_step(step)
     timed_steps = range(args.warmup, args.warmup + args.steps)
-    step_s = [timed(lambda s=s: optimizer_step(accelerator, unet, optimizer, scheduler, images, s, cfg).item())
-              for s in timed_steps]  # fmt: skip
+    step_s = [timed(lambda s=s: one_step(s)) for s in timed_steps]
     data_s = [timed(lambda s=s: data_path(s)) for s in timed_steps]
-    ema_s = [timed(lambda: ema.step(accelerator.unwrap_model(unet).parameters())) for _ in timed_steps]
+    ema_s = [timed(lambda: ema.step(r.parts["model"].parameters())) for _ in timed_steps]
 
     step_total, data_total, ema_total = sum(step_s), sum(data_s), sum(ema_s)
     n_params = sum(p.numel() for p in unet.parameters())
@@ -79,15 +76,17 @@ def main() -> None:
         ("training throughput (optimizer step)", f"{args.batch * args.steps / step_total:.1f} img/s"),
         ("  with the EMA update too", f"{args.batch * args.steps / (step_total + ema_total):.1f} img/s"),
         ("optimizer step, median", f"{1000 * statistics.median(step_s):.0f} ms"),
-        ("data path (micro_batch + slice), median", f"{1000 * statistics.median(data_s):.2f} ms"),
+        ("data path (step batch + slice), median", f"{1000 * statistics.median(data_s):.2f} ms"),
         ("data path share of a step", f"{100 * data_total / step_total:.2f} %"),
         ("EMA update, median", f"{1000 * statistics.median(ema_s):.1f} ms ({100 * ema_total / step_total:.1f} %)"),
         ("peak RSS, whole run", f"{peak_rss_mib():.0f} MiB"),
-        ("  of it, reached while loading the data", f"{peak_after_data:.0f} MiB"),
+        ("  of it, reached while loading data and model", f"{peak_after_prepare:.0f} MiB"),
     ]
-    print(f"preset {args.preset} ({n_params / 1e6:.2f}M parameters), {images.shape[-1]}x{images.shape[-1]}, "
-          f"batch {args.batch}, {args.steps} steps after {args.warmup} warm-up, CPU, {torch.get_num_threads()} "
-          f"torch thread(s)")  # fmt: skip
+    print(
+        f"preset {args.preset} ({n_params / 1e6:.2f}M parameters), {images.shape[-1]}x{images.shape[-1]}, "
+        f"batch {args.batch}, {args.steps} steps after {args.warmup} warm-up, CPU, {torch.get_num_threads()} "
+        f"torch thread(s)"
+    )
     width = max(len(name) for name, _ in rows)
     print(f"| {'quantity':<{width}} | value |")
     print(f"|{'-' * (width + 2)}|-------|")

@@ -31,12 +31,7 @@ from .data import check_int, load_dataset, to_model_range
 from .likelihood import variational_bound
 from .metrics import quality
 from .pipeline_io import load_pipeline
-from .sampling import sample
-
-try:  # the sampler choice arrives with ddpm_hf.sampling.SAMPLERS
-    from .sampling import SAMPLERS
-except ImportError:
-    SAMPLERS = ("ddpm",)
+from .sampling import SAMPLERS, sample
 
 DATASETS = ("mnist", "fashion-mnist")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -55,6 +50,7 @@ class EvalConfig:
     num_samples: int = setting(1000, "N generated, N test and N train images")
     steps: int = setting(1000, "num_inference_steps of the main sample set")
     sampler: str = setting("ddpm", "sampler of the main sample set: " + ", ".join(SAMPLERS))
+    precision: str = setting("float32", "the network's precision while sampling: float32, bfloat16, float16 or auto")
     samplers: tuple[str, ...] = setting((), "samplers of the sweep, e.g. ddpm,ddim,dpm++ (default: --sampler)")
     steps_sweep: tuple[int, ...] = setting((), "step counts of the sweep, e.g. 10,20,50,100,250,1000")
     nll_images: int = setting(1000, "test images for the likelihood bound (0: skip)")
@@ -69,7 +65,9 @@ class EvalConfig:
     plot: str | None = setting(None, "write a PNG of classifier-FID against network evaluations (with a sweep)")
 
 
-def generate(unet, scheduler, num_samples: int, steps: int, seed: int, batch_size: int, *, sampler: str = "ddpm"):
+def generate(
+    unet, scheduler, num_samples: int, steps: int, seed: int, batch_size: int, *, sampler="ddpm", precision="float32"
+):
     """Draw samples in batches, image i from ``Generator().manual_seed(seed + i)``, reporting progress to stderr.
 
     Returns:
@@ -86,7 +84,6 @@ def generate(unet, scheduler, num_samples: int, steps: int, seed: int, batch_siz
                 where = f"[sample {sampler} steps={steps}] batch {b + 1}/{batches}: step {i + 1}/{steps}"
                 print(f"{where}, {elapsed:.0f} s, ~{eta:.0f} s left", file=sys.stderr, flush=True)
 
-        chosen = {} if sampler == "ddpm" else {"sampler": sampler}
         images = sample(
             unet,
             scheduler,
@@ -95,7 +92,8 @@ def generate(unet, scheduler, num_samples: int, steps: int, seed: int, batch_siz
             num_inference_steps=steps,
             output_type="pt",
             callback=progress,
-            **chosen,
+            sampler=sampler,
+            precision=precision,
         ).images
         out.append((images.cpu() * 255).round().to(torch.uint8))
     return torch.cat(out)
@@ -141,7 +139,9 @@ def check_eval_config(cfg: EvalConfig) -> None:
 def _score(unet, scheduler, cfg: EvalConfig, sampler: str, steps: int, judge) -> dict:
     """Quality of ``num_samples`` images from (sampler, steps), with wall time per image and NFE."""
     start = time.perf_counter()
-    images = generate(unet, scheduler, cfg.num_samples, steps, cfg.seed, cfg.batch_size, sampler=sampler)
+    images = generate(
+        unet, scheduler, cfg.num_samples, steps, cfg.seed, cfg.batch_size, sampler=sampler, precision=cfg.precision
+    )
     seconds = time.perf_counter() - start
     return {
         "sampler": sampler,

@@ -158,18 +158,11 @@ def render_card(
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(parts))
 
 
-def write_model_card(
-    folder: str | Path,
-    info: dict,
-    *,
-    repo_id: str | None = None,
-    grid: str | None = "samples.png",
-    eval_results: dict | None = None,
-    history: list[str] | None = None,
-) -> Path:
-    """Render ``render_card`` into ``folder/README.md``; returns its path."""
+def write_model_card(folder: str | Path, info: dict, **options) -> Path:
+    """Render ``render_card(info, **options)`` (``repo_id``, ``grid``, ``eval_results``, ``history``) into
+    ``folder/README.md``; returns its path."""
     path = Path(folder, "README.md")
-    render_card(info, repo_id, grid, eval_results, history).save(path)
+    render_card(info, **options).save(path)
     return path
 
 

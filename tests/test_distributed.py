@@ -24,8 +24,17 @@ from ddpm_hf.training import TrainConfig, init_unet, train
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
-LAUNCH = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-          "--dynamo_backend", "no"]  # fmt: skip
+LAUNCH = [
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 STEPS, BATCH = 3, 8  # 3 optimizer steps at global batch 8: 2 processes x 4, or 1 process x 8
 
 PROBE = r"""
@@ -72,19 +81,40 @@ def write_image_folder(folder: Path, n: int = 32) -> Path:
 
 
 def train_args(images: Path, out: Path, batch: int) -> list[str]:
-    return ["--train_data_dir", str(images), "--model_preset", "tiny", "--train_batch_size", str(batch),
-            "--max_train_steps", str(STEPS), "--checkpointing_steps", str(STEPS), "--use_ema", "--logger", "none",
-            "--learning_rate", "0.1", "--adam_epsilon", "1.0", "--lr_scheduler", "constant",
-            "--ddpm_num_inference_steps", "2",
-            "--output_dir", str(out)]  # fmt: skip
+    return [
+        "--train_data_dir",
+        str(images),
+        "--model_preset",
+        "tiny",
+        "--train_batch_size",
+        str(batch),
+        "--max_train_steps",
+        str(STEPS),
+        "--checkpointing_steps",
+        str(STEPS),
+        "--use_ema",
+        "--logger",
+        "none",
+        "--learning_rate",
+        "0.1",
+        "--adam_epsilon",
+        "1.0",
+        "--lr_scheduler",
+        "constant",
+        "--ddpm_num_inference_steps",
+        "2",
+        "--output_dir",
+        str(out),
+    ]
 
 
 def launch(script: Path, args: list[str], **env: str) -> subprocess.CompletedProcess:
     """``accelerate launch`` two processes on a free port, without any ACCELERATE_* setting from outside."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
     command = [str(ACCELERATE), "launch", *LAUNCH, "--main_process_port", str(free_port()), str(script), *args]
-    return subprocess.run(command, check=False, cwd=REPO, env={**base, **env}, capture_output=True, text=True,
-                          timeout=280)  # fmt: skip
+    return subprocess.run(
+        command, check=False, cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=280
+    )
 
 
 def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
@@ -118,10 +148,20 @@ def test_two_cpu_processes_at_half_batch_train_like_one_process(tmp_path):
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    cfg = TrainConfig(train_data_dir=str(images), model_preset="tiny", train_batch_size=BATCH, max_train_steps=STEPS,
-                      checkpointing_steps=STEPS, use_ema=True, logger="none", learning_rate=0.1, adam_epsilon=1.0,
-                      lr_scheduler="constant", ddpm_num_inference_steps=2,
-                      output_dir=str(tmp_path / "one"))  # fmt: skip
+    cfg = TrainConfig(
+        train_data_dir=str(images),
+        model_preset="tiny",
+        train_batch_size=BATCH,
+        max_train_steps=STEPS,
+        checkpointing_steps=STEPS,
+        use_ema=True,
+        logger="none",
+        learning_rate=0.1,
+        adam_epsilon=1.0,
+        lr_scheduler="constant",
+        ddpm_num_inference_steps=2,
+        output_dir=str(tmp_path / "one"),
+    )
     one = train(cfg)
     raw = load_file(one / f"checkpoint-{STEPS}" / "model.safetensors")
     assert_close(rank0, raw, atol=1e-5)

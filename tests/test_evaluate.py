@@ -11,9 +11,9 @@ import torch
 from conftest import tiny_unet
 
 from ddpm_hf import evaluate
-from ddpm_hf.classifier import Classifier, load_classifier, predict, random_shift, save_classifier, train_classifier
+from ddpm_hf.classifier import Classifier, load_classifier, predict, random_shift, train_classifier
 from ddpm_hf.data import load_dataset
-from ddpm_hf.evaluate import (
+from ddpm_hf.metrics import (
     class_histogram,
     confident_share,
     frechet_distance,
@@ -100,21 +100,22 @@ def test_shipped_fashion_mnist_classifier() -> None:
 
 def test_classifier_save_load_round_trip_and_errors(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = Classifier(widths=(4, 4, 4), feature_dim=8).eval()
-    save_classifier(model, tmp_path / "c", extra={"note": "x"})
+    model = Classifier(widths=(4, 4, 4), feature_dim=8, dataset="mnist", test_accuracy=0.5).eval()
+    model.save_pretrained(tmp_path / "c")  # huggingface_hub's PyTorchModelHubMixin: safetensors + config.json
+    assert {"model.safetensors", "config.json"} <= {p.name for p in (tmp_path / "c").iterdir()}
     loaded = load_classifier(tmp_path / "c")
     x = torch.rand(3, 1, 28, 28) * 2 - 1
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x)) and loaded.features(x).shape == (3, 8)
-    assert loaded.config["note"] == "x"
+    assert loaded.config["dataset"] == "mnist" and loaded.config["test_accuracy"] == 0.5
     with pytest.raises(ValueError, match="needs model.safetensors"):
         load_classifier(tmp_path / "missing")
     config = json.loads((tmp_path / "c" / "config.json").read_text())
     (tmp_path / "c" / "config.json").write_text(json.dumps({**config, "feature_dim": 16}))
     with pytest.raises(ValueError, match="weights do not load"):
         load_classifier(tmp_path / "c")
-    (tmp_path / "c" / "config.json").write_text(json.dumps({**config, "architecture": "other"}))
-    with pytest.raises(ValueError, match="architecture"):
+    (tmp_path / "c" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
         load_classifier(tmp_path / "c")
 
 
@@ -147,22 +148,45 @@ def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[str, str]:
 
 
 def test_cli_prints_every_row_and_is_reproducible(tiny_mnist_pipeline: Path, tmp_path: Path, capsys) -> None:
-    args = ["--model", str(tiny_mnist_pipeline), "--dataset", "mnist", "--num_samples", "16", "--steps", "5",
-            "--steps_sweep", "5,3", "--nll_images", "16", "--nll_timesteps", "4", "--seed", "1", "--batch_size", "8"]  # fmt: skip
-    out, err = run_cli(capsys, *args, "--json", str(tmp_path / "a.json"))
+    args = [
+        "--model",
+        str(tiny_mnist_pipeline),
+        "--dataset",
+        "mnist",
+        "--num_samples",
+        "16",
+        "--steps",
+        "5",
+        "--steps_sweep",
+        "5,3",
+        "--nll_images",
+        "16",
+        "--nll_timesteps",
+        "4",
+        "--seed",
+        "1",
+        "--batch_size",
+        "8",
+    ]
+    out, err = run_cli(capsys, *args, "--output_json", str(tmp_path / "a.json"))
     for row in ROWS:
         assert row in out
     assert "N = 16 generated" in out and "num_inference_steps = 5" in out and "seed = 1" in out
     assert "| 5 |" in out and "| 3 |" in out and "| 16 | 4 |" in out
-    assert "[sample steps=5] batch 2/2" in err and "[nll K=4] 16/16" in err
+    assert "[sample ddpm steps=5] batch 2/2" in err and "[nll K=4] 16/16" in err
     again, _ = run_cli(capsys, *args)
-    assert again == out
+    assert strip_times(again) == strip_times(out)
     result = json.loads((tmp_path / "a.json").read_text())
     assert sum(result["generated"]["histogram"]) == 16 and sum(result["train_floor"]["histogram"]) == 16
     assert result["nll"]["num_images"] == 16 and np.isfinite(result["nll"]["mean"])
     assert 1.0 <= result["train_floor"]["inception_score"] <= 10.0 and result["train_floor"]["fid"] > 0
     other_seed, _ = run_cli(capsys, *args[:-4], "--seed", "2", "--batch_size", "8")
-    assert other_seed != out
+    assert strip_times(other_seed) != strip_times(out)
+
+
+def strip_times(report: str) -> str:
+    """The report without the sweep's wall-time column (the one part that is not a function of the inputs)."""
+    return "\n".join(line.rsplit("|", 2)[0] if line.startswith("| ddpm") else line for line in report.splitlines())
 
 
 def test_samples_do_not_depend_on_the_batch_size(tiny_mnist_pipeline: Path) -> None:
@@ -177,9 +201,11 @@ def test_samples_do_not_depend_on_the_batch_size(tiny_mnist_pipeline: Path) -> N
     ("args", "message"),
     [
         (["--model", "/nonexistent/ddpm"], "no such folder"),
-        (["--num_samples", "1"], "num_samples must be an integer in 2..10000"),
+        (["--num_samples", "1"], "num_samples must be an integer in [2, 10000]"),
         (["--dataset", "cifar10"], "dataset must be one of mnist, fashion-mnist"),
-        (["--steps", "0"], "steps must be an integer in 1..1000"),
+        (["--steps", "0"], "steps must be an integer in [1, 1000]"),
+        (["--sampler", "euler"], "sampler must be one of"),
+        (["--plot", "x.png"], "--plot draws the sweep"),
         (["--steps_sweep", "5,x"], "comma-separated integers"),
     ],
 )
@@ -197,13 +223,19 @@ def test_cli_bad_inputs_exit_2_with_one_line(tiny_mnist_pipeline: Path, capsys, 
 def test_model_that_does_not_fit_the_classifier_is_refused(tmp_path: Path, resolution: int, channels: int) -> None:
     path = save_pipeline(tiny_unet(resolution, channels), DDPMHFScheduler(), tmp_path / "odd")
     with pytest.raises(ValueError, match="pick the matching --dataset"):
-        evaluate.evaluate(str(path), num_samples=4, steps=2, nll_images=0)
+        evaluate.evaluate(evaluate.EvalConfig(model=str(path), num_samples=4, steps=2, nll_images=0))
 
 
 def test_module_entry_point_reports_a_missing_model() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ddpm_hf.evaluate", "--model", "/nonexistent/ddpm", "--num_samples", "4"],
-        check=False, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == ["error: model /nonexistent/ddpm: no such folder"]
+    assert proc.stderr.strip().splitlines() == [
+        "python -m ddpm_hf.evaluate: error: model /nonexistent/ddpm: no such folder"
+    ]

@@ -105,10 +105,28 @@ def test_the_allow_list_takes_the_pipeline_and_card_only():
 def test_push_then_download_then_load_offline(tmp_path, lfs_mode, env, extra):
     token = "hf_" + secrets.token_hex(16)
     out, images = tmp_path / "run", write_image_folder(tmp_path / "images")
-    cli = [str(REPO / "train_accelerate.py"), "--train_data_dir", str(images), "--model_preset", "tiny",
-           "--train_batch_size", "8", "--max_train_steps", "4", "--checkpointing_steps", "2", "--use_ema",
-           "--ddpm_num_inference_steps", "2", "--output_dir", str(out), "--push_to_hub", "--hub_model_id", REPO_ID,
-           *extra]  # fmt: skip
+    cli = [
+        str(REPO / "train_accelerate.py"),
+        "--train_data_dir",
+        str(images),
+        "--model_preset",
+        "tiny",
+        "--train_batch_size",
+        "8",
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--use_ema",
+        "--ddpm_num_inference_steps",
+        "2",
+        "--output_dir",
+        str(out),
+        "--push_to_hub",
+        "--hub_model_id",
+        REPO_ID,
+        *extra,
+    ]
     with HubEmulator(token=token, lfs_mode=lfs_mode) as hub:
         run(cli, hub, tmp_path / "hf_home", REPO, HF_TOKEN=token, **env)
         assert hub.unknown_routes == []
@@ -120,8 +138,15 @@ def test_push_then_download_then_load_offline(tmp_path, lfs_mode, env, extra):
             assert any(p.startswith("logs/") for p in left_out) and any(p.startswith("samples/") for p in left_out)
         uploaded = hub.repos[REPO_ID]
         assert uploaded == {p: data for p, data in local.items() if p not in left_out}  # same names, same bytes
-        assert {"model_index.json", WEIGHTS, "unet/config.json", "scheduler/scheduler_config.json",
-                "scheduler/scheduling_ddpm_hf.py", "README.md", "samples.png"} <= uploaded.keys()  # fmt: skip
+        assert {
+            "model_index.json",
+            WEIGHTS,
+            "unet/config.json",
+            "scheduler/scheduler_config.json",
+            "scheduler/scheduling_ddpm_hf.py",
+            "README.md",
+            "samples.png",
+        } <= uploaded.keys()
         assert all(token.encode() not in data for data in local.values())  # model card and logs included
 
         lfs_requests = [request for request in hub.requests if "lfs" in request[1]]

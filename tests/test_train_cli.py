@@ -26,8 +26,10 @@ FAST = ["--model_preset", "tiny", "--train_batch_size", "8", "--max_train_steps"
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every path under ``folder`` -> sha256 of its bytes ("dir" for folders)."""
-    return {p.relative_to(folder).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))}  # fmt: skip
+    return {
+        p.relative_to(folder).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def write_pngs(folder: Path, n: int) -> Path:
@@ -39,8 +41,11 @@ def write_pngs(folder: Path, n: int) -> Path:
 
 def four_level_config(tmp: Path) -> Path:
     path = tmp / "unet4.json"
-    levels = {"block_out_channels": [8, 8, 8, 8], "down_block_types": ["DownBlock2D"] * 4,
-              "up_block_types": ["UpBlock2D"] * 4}  # fmt: skip
+    levels = {
+        "block_out_channels": [8, 8, 8, 8],
+        "down_block_types": ["DownBlock2D"] * 4,
+        "up_block_types": ["UpBlock2D"] * 4,
+    }
     path.write_text(json.dumps({**levels, "norm_num_groups": 4, "layers_per_block": 1}))
     return path
 
@@ -72,24 +77,41 @@ CASES = [
     ("missing-data-dir", lambda t: ["--train_data_dir", str(t / "nope")], "does not exist"),
     ("empty-data-dir", lambda t: ["--train_data_dir", str(empty(t))], "has no"),
     ("undecodable-images", lambda t: ["--train_data_dir", str(undecodable(t))], "could be read"),
-    ("28px-through-4-levels", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--model_config",
-                                         str(four_level_config(t))], "--resolution 28 cannot pass through a 4-level"),
+    (
+        "28px-through-4-levels",
+        lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--model_config", str(four_level_config(t))],
+        "--resolution 28 cannot pass through a 4-level",
+    ),
     ("output-dir-is-a-file", lambda t: ["--output_dir", str(t / "file.txt")], "is a file"),
     ("output-dir-holds-a-run", lambda t: ["--output_dir", str(another_run(t))], "--overwrite_output_dir"),
-    ("resume-missing", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--resume_from_checkpoint",
-                                  str(t / "checkpoint-7")], "no such checkpoint"),
-    ("resume-latest-none", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--resume_from_checkpoint",
-                                      "latest"], "no checkpoint-* folder"),
+    (
+        "resume-missing",
+        lambda t: [
+            "--train_data_dir",
+            str(write_pngs(t / "imgs", 16)),
+            "--resume_from_checkpoint",
+            str(t / "checkpoint-7"),
+        ],
+        "no such checkpoint",
+    ),
+    (
+        "resume-latest-none",
+        lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--resume_from_checkpoint", "latest"],
+        "no checkpoint-* folder",
+    ),
     ("push-without-repo", lambda t: ["--push_to_hub", "--hub_token", "hf_x"], "--push_to_hub needs --hub_model_id"),
     ("unknown-lr-schedule", lambda t: ["--lr_scheduler", "exponential"], "--lr_scheduler 'exponential'"),
     ("total-limit-zero", lambda t: ["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be an integer"),
     ("unknown-prediction-type", lambda t: ["--prediction_type", "x0"], "--prediction_type 'x0'"),
     ("snr-gamma-zero", lambda t: ["--snr_gamma", "0"], "--snr_gamma must be > 0"),
-    ("eval-steps-on-a-folder", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--eval_steps", "2"],
-     "--eval_steps needs a built-in --dataset"),
+    (
+        "eval-steps-on-a-folder",
+        lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--eval_steps", "2"],
+        "--eval_steps needs a built-in --dataset",
+    ),
     ("unknown-mixed-precision", lambda t: ["--mixed_precision", "fp8"], "--mixed_precision 'fp8'"),
     ("batch-over-data", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 4))], "fewer than one global"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("make_argv", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -1,0 +1,135 @@
+"""Evaluation feeds the card: evaluate's JSON → ``python -m ddpm_hf.hub card`` → the Hub metadata parsed back gives the
+same numbers; the sweep table and plot; and the metrics rank weak models below a trained one."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from conftest import tiny_unet
+from huggingface_hub import ModelCard
+from PIL import Image
+
+from ddpm_hf import evaluate, hub
+from ddpm_hf.eval_report import plot_fid_vs_nfe
+from ddpm_hf.pipeline_io import save_pipeline
+from ddpm_hf.scheduling_ddpm_hf import DDPMHFScheduler
+from ddpm_hf.training import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = REPO / "models" / "ddpm-mnist"
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> Path:
+    return save_pipeline(tiny_unet(28, 1), DDPMHFScheduler(), tmp_path_factory.mktemp("eval") / "untrained")
+
+
+@pytest.fixture(scope="module")
+def eval_json(untrained, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("json") / "eval.json"
+    args = [
+        "--model",
+        str(untrained),
+        "--num_samples",
+        "8",
+        "--steps",
+        "3",
+        "--steps_sweep",
+        "2,3",
+        "--nll_images",
+        "8",
+        "--nll_timesteps",
+        "2",
+        "--batch_size",
+        "8",
+        "--output_json",
+        str(path),
+    ]
+    assert evaluate.main(args) == 0
+    return path
+
+
+def test_evaluate_json_to_card_metadata_round_trip(eval_json, untrained, tmp_path, capsys):
+    results = json.loads(eval_json.read_text())
+    assert [(e["sampler"], e["steps"], e["nfe"]) for e in results["sweep"]] == [("ddpm", 2, 2), ("ddpm", 3, 3)]
+    assert results["generated"] == results["sweep"][1]  # the main set (3 steps) is the sweep's entry
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / hub.TRAINING_INFO).write_text(
+        json.dumps(
+            {
+                "recipe": {"max_train_steps": 7},
+                "dataset": "mnist",
+                "license": "cc-by-sa-3.0",
+                "run": {"images_seen": 448},
+            }
+        )
+    )
+    argv = [
+        "card",
+        str(folder),
+        "--eval_json",
+        str(eval_json),
+        "--history",
+        "warm start from run A",
+        "--repo_id",
+        "someone/ddpm-tiny",
+    ]
+    assert hub.main(argv) == 0
+    card = ModelCard.load(folder / "README.md")
+    parsed = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert all(
+        r.task_type == "unconditional-image-generation" and r.dataset_type == "ylecun/mnist"
+        for r in card.data.eval_results
+    )
+    assert parsed == {
+        "fid": round(results["generated"]["fid"], 4),
+        "inception_score": round(results["generated"]["inception_score"], 4),
+        "confident_share": round(results["generated"]["confident_share"], 4),
+        "bits_per_dim": round(results["nll"]["mean"], 4),
+    }
+    assert card.data.model_name == "someone/ddpm-tiny" and card.data.datasets == ["ylecun/mnist"]
+    text = card.text
+    assert "- warm start from run A" in text and "| max_train_steps | 7 |" in text and "| images_seen | 448 |" in text
+    assert f"{results['train_floor']['fid']:.4f}" in text  # the real floor beside each number
+
+
+def test_the_sweep_plot(eval_json, tmp_path):
+    results = json.loads(eval_json.read_text())
+    path = plot_fid_vs_nfe(results, tmp_path / "fid.png")
+    image = Image.open(path)
+    assert image.size == (640, 420)
+    pixels = torch.from_numpy(__import__("numpy").asarray(image.convert("RGB"))).view(-1, 3)
+    assert ((pixels[:, 0] == 31) & (pixels[:, 1] == 119) & (pixels[:, 2] == 180)).any()  # the ddpm line is drawn
+    with pytest.raises(ValueError, match="no sweep"):
+        plot_fid_vs_nfe({**results, "sweep": []}, tmp_path / "none.png")
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(not GOOD.is_dir(), reason="needs the shipped models/ddpm-mnist")
+def test_metrics_rank_weak_models_below_a_trained_one(untrained, tmp_path):
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    brief = train(
+        TrainConfig(
+            model_preset="tiny",
+            train_batch_size=16,
+            max_train_steps=30,
+            checkpointing_steps=30,
+            learning_rate=3e-3,
+            lr_warmup_steps=0,
+            ddpm_num_inference_steps=2,
+            logger="none",
+            output_dir=str(tmp_path / "brief"),
+        )
+    )
+    scores = {}
+    for name, model in (("untrained", untrained), ("brief", brief), ("good", GOOD)):
+        cfg = evaluate.EvalConfig(model=str(model), num_samples=48, steps=50, nll_images=0, batch_size=48)
+        scores[name] = evaluate.evaluate(cfg)["generated"]
+    for weak in ("untrained", "brief"):
+        assert scores["good"]["fid"] < scores[weak]["fid"], scores
+        assert scores["good"]["inception_score"] > scores[weak]["inception_score"], scores
+        assert scores["good"]["confident_share"] > scores[weak]["confident_share"], scores
