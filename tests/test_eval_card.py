@@ -4,6 +4,7 @@ same numbers; the sweep table and plot; and the metrics rank weak models below a
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
@@ -101,7 +102,7 @@ def test_the_sweep_plot(eval_json, tmp_path):
     path = plot_fid_vs_nfe(results, tmp_path / "fid.png")
     image = Image.open(path)
     assert image.size == (640, 420)
-    pixels = torch.from_numpy(__import__("numpy").asarray(image.convert("RGB"))).view(-1, 3)
+    pixels = torch.from_numpy(np.array(image.convert("RGB"))).view(-1, 3)
     assert ((pixels[:, 0] == 31) & (pixels[:, 1] == 119) & (pixels[:, 2] == 180)).any()  # the ddpm line is drawn
     with pytest.raises(ValueError, match="no sweep"):
         plot_fid_vs_nfe({**results, "sweep": []}, tmp_path / "none.png")
@@ -127,7 +128,7 @@ def test_metrics_rank_weak_models_below_a_trained_one(untrained, tmp_path):
     )
     scores = {}
     for name, model in (("untrained", untrained), ("brief", brief), ("good", GOOD)):
-        cfg = evaluate.EvalConfig(model=str(model), num_samples=48, steps=50, nll_images=0, batch_size=48)
+        cfg = evaluate.EvalConfig(model=str(model), num_samples=32, steps=25, nll_images=0, batch_size=32)
         scores[name] = evaluate.evaluate(cfg)["generated"]
     for weak in ("untrained", "brief"):
         assert scores["good"]["fid"] < scores[weak]["fid"], scores
