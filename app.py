@@ -31,6 +31,7 @@ GIF = {"type": "filepath", "interactive": False, "elem_classes": ["picture"]}
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 CSS = """
 .picture img { padding-top: 2.2rem; }
+@media (max-width: 640px) { .picture img { padding-top: 3.4rem; } }
 .dark .picture, .dark .picture .image-container { background: transparent; }
 """
 SPACE_ID = os.environ.get("SPACE_ID")  # set by Hugging Face Spaces
@@ -77,10 +78,10 @@ def sample_tab(h: Handlers, picker) -> None:
                 stop = gr.Button("Stop", variant="stop", size="md")
             status = gr.Markdown(elem_classes=["status"])
         with gr.Column(scale=2):
-            grid = gr.Image(label="Samples (xₜ while sampling, then x₀)", **PNG)
+            grid = gr.Image(label="Samples: xₜ while sampling, then x₀", **PNG)
     with gr.Row():
         with gr.Column(scale=3):
-            animation = gr.Image(label="Denoising: xₜ (left) and the predicted x̂₀ (right)", **GIF)
+            animation = gr.Image(label="Denoising: xₜ | predicted x̂₀", **GIF)
         with gr.Column(scale=2):
             frame = gr.Image(label="One frame", **PNG)
             scrub = Slider(0, 1, value=1, step=1, label="Frame (sample first)", interactive=False)
@@ -177,7 +178,7 @@ def inpaint_tab(h: Handlers, picker) -> None:
             run = gr.Button("Inpaint", variant="primary")
             status = gr.Markdown()
         with gr.Column(scale=2):
-            kept = gr.Image(label="What is kept (the painted part is black)", **PNG)
+            kept = gr.Image(label="Kept (grey: to regenerate)", **PNG)
             note = gr.Textbox(label="What was done to your picture", interactive=False, lines=1)
             grid = gr.Image(label="Inpainted", **PNG)
             animation = gr.Image(label="xₜ (left) and x̂₀ (right) along the chain", **GIF)
@@ -217,11 +218,12 @@ def forward_tab(h: Handlers, picker, tab) -> None:
     # a file that is not an image is refused with a message by the event below; this clears it so the tab recovers
     upload.upload(h.clear_bad_upload, upload, upload, preprocess=False, api_visibility="private", queue=False)
     gr.on(
-        [show.click, t.release, index.release, upload.change, seed.submit, tab.select],
+        [show.click, t.change, index.change, upload.change, seed.submit, tab.select],  # change: drags and typed values
         h.forward,
         [picker, index, upload, t, seed],
         [x0, x_t, readout, gif, *rates],
         api_name="forward",
+        trigger_mode="always_last",
         **QUICK,
     )
 
@@ -233,8 +235,8 @@ def schedule_tab(h: Handlers, picker, tab) -> None:
         rates = gr.LinePlot(label="rates", title="ᾱₜ and the signal and noise rates", **plot)
         variances = gr.LinePlot(
             label="variances",
-            title="log10 βₜ and log10 β̃ₜ",
-            caption="β̃ₜ is much smaller than βₜ at small t and ≈ βₜ later",
+            title="β̃ₜ / βₜ, the two choices of σₜ²",
+            caption="β̃ₜ = (1−ᾱₜ₋₁)/(1−ᾱₜ) βₜ: 0.45 βₜ at t = 1, within 2 % of it from t = 100 on",
             **plot,
         )
         snr = gr.LinePlot(label="log10 SNR", title="log10 SNRₜ = log10 ᾱₜ/(1−ᾱₜ)", **plot)
@@ -275,15 +277,21 @@ def schedule_tab(h: Handlers, picker, tab) -> None:
     bound_numbers = [Number(label=name, visible=False) for name in ("total", "prior", "decoder")]
     gr.on([tab.select], h.schedule, picker, [rates, variances, snr], api_name="schedule", **QUICK)
     gr.on(
-        [step_button.click, t.release, index.release],
+        [step_button.click, t.change, index.change, seed.submit, tab.select],
         h.posterior,
         [picker, index, t, variance, seed],
         [*pictures, step_readout, *step_numbers],
         api_name="posterior",
+        trigger_mode="always_last",
         **QUICK,
     )
-    bound_button.click(
-        h.bound, [picker, index, variance, seed], [curve, bound_readout, *bound_numbers], api_name="bound", **QUICK
+    gr.on(
+        [bound_button.click, tab.select],
+        h.bound,
+        [picker, index, variance, seed],
+        [curve, bound_readout, *bound_numbers],
+        api_name="bound",
+        **QUICK,
     )
 
 
@@ -302,8 +310,8 @@ def build(h: Handlers) -> gr.Blocks:
     with gr.Blocks(title="DDPM (Ho et al. 2020)", delete_cache=(1800, 3600)) as blocks:
         gr.Markdown(
             "# Denoising Diffusion Probabilistic Models\nHo, Jain & Abbeel 2020, on the Hugging Face stack. "
-            "Below: 16 digits this model drew from pure noise. Press **Sample** for new ones, or watch the "
-            "chain frame by frame with the slider."
+            "The Sample tab opens with 16 digits this model drew from pure noise: press **Sample** for new ones, "
+            "or scrub through the chain with the frame slider."
         )
         with gr.Row(equal_height=True):
             picker = gr.Dropdown(
@@ -311,9 +319,11 @@ def build(h: Handlers) -> gr.Blocks:
                 value=h.first,
                 label="Model",
                 scale=1,
+                min_width=240,
                 info=None if h.models.sources else "no model installed: set DDPM_HF_MODELS_DIR",
             )
-            model_info = gr.Markdown()
+            with gr.Column(scale=2, min_width=240):
+                model_info = gr.Markdown()
         with gr.Tab("Sample"):
             sample_outputs = sample_tab(h, picker)
         with gr.Tab("Your digit"):

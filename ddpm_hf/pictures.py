@@ -14,6 +14,9 @@ def to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> 
     return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
 
+FRAME = 128  # grey between tiles: it reads as a frame on light and dark pages alike
+
+
 def make_grid(
     images: torch.Tensor, nrow: int | None = None, scale: int = 1, padding: int = 2,
     value_range: tuple[float, float] = (0.0, 1.0),
@@ -23,7 +26,7 @@ def make_grid(
     b, h, w, c = pixels.shape
     nrow = nrow or int(np.ceil(np.sqrt(b)))
     rows = int(np.ceil(b / nrow))
-    canvas = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), 255, np.uint8)
+    canvas = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), FRAME, np.uint8)
     for i, p in enumerate(pixels):
         r, col = divmod(i, nrow)
         y, x = padding + r * (h + padding), padding + col * (w + padding)
@@ -50,8 +53,8 @@ def denoising_frames(trajectory, nrow: int | None = None, scale: int = 4) -> lis
     for x_t, x0 in zip(trajectory.x_t, trajectory.pred_x0):
         left = make_grid(x_t.clamp(-1, 1), nrow, scale, value_range=(-1, 1))
         right = make_grid(x0.clamp(-1, 1), nrow, scale, value_range=(-1, 1))
-        white = 255 if left.mode == "L" else (255, 255, 255)
-        frame = Image.new(left.mode, (left.width * 2 + 8 * scale, left.height), white)
+        gap = FRAME if left.mode == "L" else (FRAME,) * 3
+        frame = Image.new(left.mode, (left.width * 2 + 8 * scale, left.height), gap)
         frame.paste(left, (0, 0))
         frame.paste(right, (left.width + 8 * scale, 0))
         frames.append(frame)

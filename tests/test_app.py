@@ -232,15 +232,14 @@ def test_schedule_tables(client, pipe):
         name: {(t, quantity): value for t, value, quantity in plot["data"]}
         for name, plot in [("rates", rates), ("variances", variances), ("snr", snr)]
     }
-    assert len(tables["rates"]) == 3 * T and len(tables["variances"]) == 2 * (T - 1) and len(tables["snr"]) == T
+    assert len(tables["rates"]) == 3 * T and len(tables["variances"]) == T - 1 and len(tables["snr"]) == T
     s = pipe.scheduler
     for t in (1, 250, T - 1):
         assert math.isclose(tables["rates"][t, "ᾱₜ"], float(s.alphas_cumprod[t]), rel_tol=1e-6)
-        assert math.isclose(tables["variances"][t, "log10 βₜ"], math.log10(float(s.betas[t])), rel_tol=1e-6)
-        assert math.isclose(
-            tables["variances"][t, "log10 β̃ₜ (posterior)"], math.log10(float(s.posterior_variance[t])), rel_tol=1e-5
-        )
+        ratio = float(s.posterior_variance[t]) / float(s.betas[t])
+        assert math.isclose(tables["variances"][t, "β̃ₜ / βₜ"], ratio, rel_tol=1e-5)
         assert math.isclose(tables["snr"][t, "log10 SNRₜ"], math.log10(float(s.snr[t])), rel_tol=1e-5, abs_tol=1e-6)
+    assert tables["variances"][1, "β̃ₜ / βₜ"] < 0.5 and tables["variances"][100, "β̃ₜ / βₜ"] > 0.98
 
 
 def test_posterior_step_scores_the_network_output_it_steps_with(client, pipe):
@@ -310,7 +309,7 @@ def test_inpainting_keeps_the_unpainted_part(client, tmp_path):
     kept_path, _, grid_path = client.predict(MODEL, image, 1, 0, api_name="/inpaint")[:3]
     result = np.asarray(Image.open(grid_path).convert("L")).astype(int)[8:120:4, 8:120:4]
     kept = np.asarray(Image.open(kept_path).convert("L")).astype(int)[16:240:8, 16:240:8]  # x_0 as the model sees it
-    assert kept[:, :14].max() > 200 and kept[:, 14:].max() == 0  # the digit's left half; the painted half is black
+    assert kept[:, :14].max() > 200 and (kept[:, 14:] == 128).all()  # the digit's left half; the painted half grey
     assert np.abs(result[:, :14] - kept[:, :14]).max() <= 2  # the unpainted half comes back exactly
     assert np.abs(result[:, 14:]).max() > 0  # the model filled in the rest
 

@@ -5,7 +5,7 @@ from conftest import tiny_unet
 from PIL import Image
 
 from ddpm_hf import DDPMHFScheduler, sample
-from ddpm_hf.pictures import denoising_frames, forward_frames, make_grid, save_gif
+from ddpm_hf.pictures import FRAME, denoising_frames, forward_frames, make_grid, save_gif
 
 
 def test_grid_places_each_image_and_upscales_with_nearest_neighbours():
@@ -16,7 +16,8 @@ def test_grid_places_each_image_and_upscales_with_nearest_neighbours():
     pixels = torch.tensor(list(grid.getdata())).reshape(grid.height, grid.width)
     # image 4 sits at row 2, column 0: y = 1 + 2*4 = 9, x = 1, in 2x-scaled pixels
     assert (pixels[18:24, 2:8] == 255).all() and (pixels[2:8, 2:8] == 0).all()
-    assert set(pixels.unique().tolist()) == {0, 255}  # nearest neighbour: no blended values
+    assert set(pixels.unique().tolist()) == {0, 255, FRAME}  # nearest neighbour: no blended values
+    assert (pixels[0, :] == FRAME).all()  # the padding
 
 
 def test_rgb_grid_and_value_range():
@@ -40,7 +41,8 @@ def test_forward_frames_fade_from_the_image_to_noise():
     scheduler = DDPMHFScheduler()
     x0 = torch.ones(1, 1, 8, 8)
     frames = forward_frames(scheduler, x0, [0, 500, 999], scale=1)
-    first = torch.tensor(list(frames[0].getdata())).float()
-    last = torch.tensor(list(frames[-1].getdata())).float()
+    first, last = (
+        torch.tensor(list(f.getdata())).float().reshape(12, 12)[2:-2, 2:-2] for f in (frames[0], frames[-1])
+    )
     assert first.min() >= 250  # t = 0: still (almost exactly) the white image
     assert last.std() > 40  # t = T-1: noise

@@ -54,7 +54,7 @@ class Handlers:
         if painted.sum() == 0:
             raise ValueError("paint over the part of the picture to regenerate (the brush tool), then press Inpaint")
         request = chains.check_request(num_images, "ddpm", 250, "fixed_small", seed, m)
-        shown = images.picture(x0 * (1 - painted) - painted), note or "used as given"
+        shown = images.picture(x0 * (1 - painted)), note or "used as given"  # the part to regenerate shows grey
         yield *shown, *[gr.skip()] * 5
         for outputs in stream(chains.run_chain(m, request, x0, keep=1 - painted), progress):
             yield *shown, *outputs
@@ -63,7 +63,7 @@ class Handlers:
     def test_picture(self, model, image_index) -> dict:
         """Test image ``image_index`` of the model's dataset as the editor's background, 8× upscaled."""
         m = self.models.get(model)
-        picture = images.picture(images.choose_x0(m, image_index, None)[0], scale=8).convert("RGB")
+        picture = images.picture(images.choose_x0(m, image_index, None)[0], scale=8, padding=0).convert("RGB")
         return {"background": picture, "layers": [], "composite": picture}
 
     def clear_bad_upload(self, payload):

@@ -48,7 +48,8 @@ class Model:
     def describe(self) -> str:
         n = sum(p.numel() for p in self.pipe.unet.parameters())
         cfg = self.scheduler.config
-        trained = f", trained on {self.dataset}" if self.dataset else ""
+        names = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+        trained = f", trained on {names.get(self.dataset, self.dataset)}" if self.dataset else ""
         return (
             f"{self.size}×{self.size}×{self.channels} images{trained}; UNet of {n / 1e6:.2f}M parameters; "
             f"T = {cfg.num_train_timesteps}, {cfg.beta_schedule} β from {cfg.beta_start:g} to {cfg.beta_end:g}; "

@@ -70,8 +70,8 @@ def forward_process(scheduler: DDPMHFScheduler, x0: torch.Tensor, t, seed) -> Fo
 
 
 def schedule_tables(scheduler: DDPMHFScheduler) -> dict[str, pd.DataFrame]:
-    """Long tables (t, value, quantity) for three plots: the rates ᾱ_t, √ᾱ_t, √(1-ᾱ_t); log10 of β_t and β̃_t
-    (t ≥ 1: β̃_0 = 0), which differ most at small t; and log10 SNR_t."""
+    """Long tables (t, value, quantity) for three plots: the rates ᾱ_t, √ᾱ_t, √(1-ᾱ_t); the ratio β̃_t / β_t of the
+    two choices of σ_t² (t ≥ 1: β̃_0 = 0), which is far from 1 only at small t; and log10 SNR_t."""
     t = np.arange(scheduler.config.num_train_timesteps)
 
     def long(columns: dict[str, torch.Tensor], start: int = 0) -> pd.DataFrame:
@@ -90,10 +90,7 @@ def schedule_tables(scheduler: DDPMHFScheduler) -> dict[str, pd.DataFrame]:
                 "√(1−ᾱₜ) (noise rate)": s.sqrt_one_minus_alphas_cumprod,
             }
         ),
-        "variances": long(
-            {"log10 βₜ": s.betas.double().log10(), "log10 β̃ₜ (posterior)": s.posterior_variance.double().log10()},
-            start=1,
-        ),
+        "variances": long({"β̃ₜ / βₜ": s.posterior_variance.double() / s.betas.double()}, start=1),
         "snr": long({"log10 SNRₜ": s.snr.double().log10()}),
     }
 
