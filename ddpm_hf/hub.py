@@ -146,7 +146,7 @@ def render_card(
     ]
     if grid:
         parts += [f"![samples]({grid})", ""]
-    parts.append(USE.format(repo=repo_id or "PATH/TO/FOLDER"))
+    parts.append(USE.format(repo=repo_id or f"path/to/{name}"))
     if history:
         parts += ["## History", "", *[f"- {line}" for line in history], ""]
     run = info.get("run", {})

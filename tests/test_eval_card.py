@@ -133,4 +133,5 @@ def test_metrics_rank_weak_models_below_a_trained_one(untrained, tmp_path):
     for weak in ("untrained", "brief"):
         assert scores["good"]["fid"] < scores[weak]["fid"], scores
         assert scores["good"]["inception_score"] > scores[weak]["inception_score"], scores
-        assert scores["good"]["confident_share"] > scores[weak]["confident_share"], scores
+    # why confident share is never reported alone: an untrained UNet's blobs all look like one class, confidently
+    assert scores["untrained"]["inception_score"] < 2 and scores["untrained"]["confident_share"] > 0.5, scores
