@@ -51,8 +51,9 @@ def main() -> None:
     for batch in args.batch:
 
         def ours(precision, b=batch):
-            return sample(unet, scheduler, b, seed=0, num_inference_steps=args.steps, precision=precision,
-                          output_type="pt").images  # fmt: skip
+            return sample(
+                unet, scheduler, b, seed=0, num_inference_steps=args.steps, precision=precision, output_type="pt"
+            ).images
 
         variants = {
             "diffusers DDPMPipeline (float32, NCHW)": lambda b=batch: baseline(

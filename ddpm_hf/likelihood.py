@@ -97,9 +97,12 @@ class BoundTerms:
 
 
 def variational_bound(
-    unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, num_timesteps: int | None = None,
+    unet,
+    scheduler: DDPMHFScheduler,
+    x0: torch.Tensor,
+    num_timesteps: int | None = None,
     generator: torch.Generator | None = None,
-) -> BoundTerms:  # fmt: skip
+) -> BoundTerms:
     """The bound L (eq. 5) in bits/dim for a batch x_0 in [-1, 1] on the 8-bit grid.
 
     Args:
@@ -128,14 +131,28 @@ def variational_bound(
         weights = sizes.float()
     batch = x0.shape[0]
     with torch.inference_mode():
-        terms = torch.stack([
-            vb_term_bpd(unet, scheduler, x0, torch.full((batch,), int(t), device=device),
-                        torch.randn(x0.shape, generator=generator).to(device))
-            for t in timesteps
-        ], dim=1).cpu() * weights  # fmt: skip
+        terms = (
+            torch.stack(
+                [
+                    vb_term_bpd(
+                        unet,
+                        scheduler,
+                        x0,
+                        torch.full((batch,), int(t), device=device),
+                        torch.randn(x0.shape, generator=generator).to(device),
+                    )
+                    for t in timesteps
+                ],
+                dim=1,
+            ).cpu()
+            * weights
+        )
         decoder = vb_term_bpd(
-            unet, scheduler, x0, torch.zeros(batch, dtype=torch.long, device=device),
+            unet,
+            scheduler,
+            x0,
+            torch.zeros(batch, dtype=torch.long, device=device),
             torch.randn(x0.shape, generator=generator).to(device),
-        ).cpu()  # fmt: skip
+        ).cpu()
         prior = prior_bpd(scheduler, x0).cpu()
     return BoundTerms(prior, decoder, timesteps, terms, prior + decoder + terms.sum(1))

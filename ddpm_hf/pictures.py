@@ -18,9 +18,12 @@ FRAME = 128  # grey between tiles: it reads as a frame on light and dark pages a
 
 
 def make_grid(
-    images: torch.Tensor, nrow: int | None = None, scale: int = 1, padding: int = 2,
+    images: torch.Tensor,
+    nrow: int | None = None,
+    scale: int = 1,
+    padding: int = 2,
     value_range: tuple[float, float] = (0.0, 1.0),
-) -> Image.Image:  # fmt: skip
+) -> Image.Image:
     """Tile a (B, C, H, W) batch into one image, ``nrow`` per row, upscaled ``scale``× with nearest neighbours."""
     pixels = to_uint8(images, value_range)
     b, h, w, c = pixels.shape

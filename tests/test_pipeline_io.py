@@ -59,14 +59,22 @@ def test_save_pipeline_folder_loads_without_ddpm_hf(tiny_pipeline_dir, tmp_path)
         print(json.dumps(images[0, :2, :2, 0].tolist()))
     """)
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, env=env,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     first, second = result.stdout.strip().splitlines()[-2:]
     assert first.startswith("DDPMPipeline DDPMHFScheduler") and "(2, 16, 16, 1)" in first
     assert first.split()[2].startswith("diffusers_modules.")  # the class came from the folder, not our package
-    ours = sample(tiny_unet(), DDPMHFScheduler(), 2, generator=torch.manual_seed(0), num_inference_steps=5,
-                  output_type="np").images  # fmt: skip
+    ours = sample(
+        tiny_unet(),
+        DDPMHFScheduler(),
+        2,
+        generator=torch.manual_seed(0),
+        num_inference_steps=5,
+        precision="float32",
+        output_type="np",
+    ).images
     np.testing.assert_allclose(np.array(json.loads(second)), ours[0, :2, :2, 0], atol=1e-6)
 
 
@@ -100,8 +108,15 @@ def test_the_shipped_default_model_loads_offline_both_ways(tmp_path):
         assert (SHIPPED / "scheduler" / "scheduling_ddpm_hf.py").read_text() == f.read()
     pipe = load_pipeline(SHIPPED)
     assert pipe.unet.config.sample_size == 28 and isinstance(pipe.scheduler, DDPMHFScheduler)
-    ours = sample(pipe.unet, pipe.scheduler, 2, generator=torch.manual_seed(0), num_inference_steps=3,
-                  output_type="np").images  # fmt: skip
+    ours = sample(
+        pipe.unet,
+        pipe.scheduler,
+        2,
+        generator=torch.manual_seed(0),
+        num_inference_steps=3,
+        precision="float32",
+        output_type="np",
+    ).images
     code = textwrap.dedent(f"""
         import json, sys
         sys.modules["ddpm_hf"] = None
@@ -113,8 +128,9 @@ def test_the_shipped_default_model_loads_offline_both_ways(tmp_path):
         print(json.dumps(images[:, :, :, 0].tolist()))
     """)
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path,
-                            env=env, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.array(json.loads(result.stdout.strip().splitlines()[-1])), ours[..., 0], atol=1e-4)
 

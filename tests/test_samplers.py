@@ -19,8 +19,17 @@ STEPS = 6
 def test_every_sampler_runs_is_seeded_and_captures(sampler):
     unet, scheduler = tiny_unet(), DDPMHFScheduler()
     seen = []
-    out = sample(unet, scheduler, 2, seed=3, num_inference_steps=STEPS, sampler=sampler, output_type="pt",
-                 capture_every=2, callback=lambda i, t, x, x0: seen.append((i, t, x.shape, x0.shape)))  # fmt: skip
+    out = sample(
+        unet,
+        scheduler,
+        2,
+        seed=3,
+        num_inference_steps=STEPS,
+        sampler=sampler,
+        output_type="pt",
+        capture_every=2,
+        callback=lambda i, t, x, x0: seen.append((i, t, x.shape, x0.shape)),
+    )
     again = sample(unet, scheduler, 2, seed=3, num_inference_steps=STEPS, sampler=sampler, output_type="pt").images
     other = sample(unet, scheduler, 2, seed=4, num_inference_steps=STEPS, sampler=sampler, output_type="pt").images
     assert out.images.shape == (2, 1, 16, 16) and torch.isfinite(out.images).all()
@@ -35,8 +44,10 @@ def test_every_sampler_runs_is_seeded_and_captures(sampler):
 
 def test_samplers_differ_and_ddpm_ignores_nothing():
     unet, scheduler = tiny_unet(), DDPMHFScheduler()
-    images = {s: sample(unet, scheduler, 1, seed=0, num_inference_steps=STEPS, sampler=s, output_type="pt").images
-              for s in SAMPLERS}  # fmt: skip
+    images = {
+        s: sample(unet, scheduler, 1, seed=0, num_inference_steps=STEPS, sampler=s, output_type="pt").images
+        for s in SAMPLERS
+    }
     for a in SAMPLERS:
         for b in SAMPLERS:
             if a < b:
@@ -45,20 +56,30 @@ def test_samplers_differ_and_ddpm_ignores_nothing():
 
 def test_ddim_sampler_gives_ddimpipeline_images():
     unet, scheduler = tiny_unet(), DDPMHFScheduler()
-    ours = sample(unet, scheduler, 2, generator=torch.Generator().manual_seed(1), num_inference_steps=10,
-                  sampler="ddim", output_type="np", precision="float32").images  # fmt: skip
+    ours = sample(
+        unet,
+        scheduler,
+        2,
+        generator=torch.Generator().manual_seed(1),
+        num_inference_steps=10,
+        sampler="ddim",
+        output_type="np",
+        precision="float32",
+    ).images
     pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
     pipe.set_progress_bar_config(disable=True)
-    theirs = pipe(2, generator=torch.Generator().manual_seed(1), eta=0.0, num_inference_steps=10,
-                  output_type="np").images  # fmt: skip
+    theirs = pipe(
+        2, generator=torch.Generator().manual_seed(1), eta=0.0, num_inference_steps=10, output_type="np"
+    ).images
     np.testing.assert_allclose(ours, theirs, atol=2e-4)
 
 
 def chain(sampler="ddpm", steps=STEPS, **kwargs):
     unet, scheduler = tiny_unet(), DDPMHFScheduler()
     x = initial_noise(unet, 2, seed_generators(0, 2))
-    return reverse_chain(unet, scheduler, x, num_inference_steps=steps, sampler=sampler,
-                         generator=seed_generators(1, 2), **kwargs)  # fmt: skip
+    return reverse_chain(
+        unet, scheduler, x, num_inference_steps=steps, sampler=sampler, generator=seed_generators(1, 2), **kwargs
+    )
 
 
 def test_chain_steps_are_float32_on_the_device_and_link_up():
@@ -87,12 +108,24 @@ def test_sdedit_with_a_small_start_timestep_stays_close_to_the_input(sampler):
     x0 = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     t0 = 30
     x_t = scheduler.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), torch.tensor(t0))
-    steps = list(reverse_chain(unet, scheduler, x_t, num_inference_steps=100, sampler=sampler, start_timestep=t0,
-                               generator=torch.Generator().manual_seed(2)))  # fmt: skip
+    steps = list(
+        reverse_chain(
+            unet,
+            scheduler,
+            x_t,
+            num_inference_steps=100,
+            sampler=sampler,
+            start_timestep=t0,
+            generator=torch.Generator().manual_seed(2),
+        )
+    )
     assert steps[0].timestep <= t0 and len(steps) < 10
     assert (steps[-1].x_prev - x0).abs().mean() < 0.3  # an untrained network moves it little in a few steps
-    full = list(reverse_chain(unet, scheduler, x_t, num_inference_steps=100, sampler=sampler,
-                              generator=torch.Generator().manual_seed(2)))  # fmt: skip
+    full = list(
+        reverse_chain(
+            unet, scheduler, x_t, num_inference_steps=100, sampler=sampler, generator=torch.Generator().manual_seed(2)
+        )
+    )
     assert len(full) == 100 and (full[-1].x_prev - x0).abs().mean() > (steps[-1].x_prev - x0).abs().mean()
 
 
@@ -110,10 +143,12 @@ def test_inpainting_keeps_the_known_region(sampler):
 
 
 def test_bfloat16_is_close_to_float32_on_the_tiny_model():
-    a = sample(tiny_unet(), DDPMHFScheduler(), 2, seed=0, num_inference_steps=20, output_type="pt",
-               precision="float32").images  # fmt: skip
-    b = sample(tiny_unet(), DDPMHFScheduler(), 2, seed=0, num_inference_steps=20, output_type="pt",
-               precision="bfloat16").images  # fmt: skip
+    a = sample(
+        tiny_unet(), DDPMHFScheduler(), 2, seed=0, num_inference_steps=20, output_type="pt", precision="float32"
+    ).images
+    b = sample(
+        tiny_unet(), DDPMHFScheduler(), 2, seed=0, num_inference_steps=20, output_type="pt", precision="bfloat16"
+    ).images
     assert not torch.equal(a, b)  # bfloat16 really ran
     assert (a - b).abs().max() < 0.05  # on a [0, 1] scale
 
@@ -123,8 +158,9 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(samplers_module, "cpu_has_native_bf16", lambda: False)
     assert samplers_module.resolve_precision("auto", cpu) == torch.float32
     a = sample(tiny_unet(), DDPMHFScheduler(), 1, seed=0, num_inference_steps=3, output_type="pt").images
-    f = sample(tiny_unet(), DDPMHFScheduler(), 1, seed=0, num_inference_steps=3, output_type="pt",
-               precision="float32").images  # fmt: skip
+    f = sample(
+        tiny_unet(), DDPMHFScheduler(), 1, seed=0, num_inference_steps=3, output_type="pt", precision="float32"
+    ).images
     torch.testing.assert_close(a, f, rtol=0, atol=0)
     monkeypatch.setattr(samplers_module, "cpu_has_native_bf16", lambda: True)
     assert samplers_module.resolve_precision("auto", cpu) == torch.bfloat16

@@ -14,8 +14,15 @@ from ddpm_hf import DDPMHFScheduler, sample
 def test_same_images_as_ddpmpipeline_for_the_same_seed(steps):
     unet = tiny_unet()
     scheduler = DDPMHFScheduler()
-    ours = sample(unet, scheduler, 3, generator=torch.Generator().manual_seed(5), num_inference_steps=steps,
-                  output_type="np", precision="float32").images  # fmt: skip
+    ours = sample(
+        unet,
+        scheduler,
+        3,
+        generator=torch.Generator().manual_seed(5),
+        num_inference_steps=steps,
+        output_type="np",
+        precision="float32",
+    ).images
     pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler.config))
     pipe.set_progress_bar_config(disable=True)
     theirs = pipe(3, generator=torch.Generator().manual_seed(5), num_inference_steps=steps, output_type="np").images
@@ -28,8 +35,15 @@ def test_our_scheduler_inside_ddpmpipeline_gives_the_same_images():
     pipe = DDPMPipeline(unet=unet, scheduler=DDPMHFScheduler())
     pipe.set_progress_bar_config(disable=True)
     a = pipe(2, generator=torch.Generator().manual_seed(1), num_inference_steps=20, output_type="np").images
-    b = sample(unet, DDPMHFScheduler(), 2, generator=torch.Generator().manual_seed(1), num_inference_steps=20,
-               output_type="np", precision="float32").images  # fmt: skip
+    b = sample(
+        unet,
+        DDPMHFScheduler(),
+        2,
+        generator=torch.Generator().manual_seed(1),
+        num_inference_steps=20,
+        output_type="np",
+        precision="float32",
+    ).images
     np.testing.assert_array_equal(a, b)
 
 
@@ -43,8 +57,16 @@ def test_per_image_seeds_do_not_depend_on_batch_size():
 def test_trajectory_and_callback():
     unet, scheduler = tiny_unet(), DDPMHFScheduler()
     seen = []
-    out = sample(unet, scheduler, 2, seed=0, num_inference_steps=10, capture_every=4, output_type="pt",
-                 callback=lambda i, t, x, x0: seen.append((i, t, tuple(x.shape), tuple(x0.shape))))  # fmt: skip
+    out = sample(
+        unet,
+        scheduler,
+        2,
+        seed=0,
+        num_inference_steps=10,
+        capture_every=4,
+        output_type="pt",
+        callback=lambda i, t, x, x0: seen.append((i, t, tuple(x.shape), tuple(x0.shape))),
+    )
     assert [s[0] for s in seen] == list(range(10)) and seen[0][1] == 900 and seen[-1][1] == 0
     traj = out.trajectory
     assert traj.timesteps == [900, 500, 100, 0]  # every 4th step and the last

@@ -46,9 +46,19 @@ def randn(shape, seed: int, dtype=torch.float32) -> torch.Tensor:
 
 def test_linear_schedule_tables_match_closed_form():
     s = DDPMHFScheduler()
-    names = ["betas", "alphas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
-             "sqrt_one_minus_alphas_cumprod", "snr", "posterior_variance", "posterior_log_variance_clipped",
-             "posterior_mean_coef1", "posterior_mean_coef2"]  # fmt: skip
+    names = [
+        "betas",
+        "alphas",
+        "alphas_cumprod",
+        "alphas_cumprod_prev",
+        "sqrt_alphas_cumprod",
+        "sqrt_one_minus_alphas_cumprod",
+        "snr",
+        "posterior_variance",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+    ]
     for name in names:
         table = getattr(s, name)
         assert table.dtype == torch.float32 and table.shape == (T,), name
