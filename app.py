@@ -146,7 +146,7 @@ def inpaint_tab(h: Handlers, picker) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             editor = Canvas(
-                label="Picture to inpaint (paint the part to regenerate)",
+                label="Picture",
                 brush=gr.Brush(colors=["#ff3366"], default_size=40, color_mode="fixed"),
                 **EDITOR,
             )
