@@ -1,4 +1,4 @@
-"""DDPMHFScheduler against the math of Ho et al. 2020 (DESIGN.md §1), every expected value derived here in float64.
+"""DDPMHFScheduler against the math of Ho et al. 2020 (arXiv 2006.11239, eqs. 4 and 6-7), every expected value derived here in float64.
 
 Layers: closed-form tables; a Monte Carlo run of the one-step forward chain q(x_t | x_{t-1}); the posterior
 q(x_{t-1} | x_t, x_0) by numerical Bayes on a grid; the two routes to μ_θ and the reverse ``step`` (its noise is the
@@ -73,7 +73,7 @@ def test_linear_schedule_tables_match_closed_form():
         "sqrt_alphas_cumprod": np.sqrt(AB),
         "sqrt_one_minus_alphas_cumprod": np.sqrt(1 - AB),
         "snr": AB / (1 - AB),
-        # DESIGN.md §1: β̃_t = (1-ᾱ_{t-1})/(1-ᾱ_t) β_t;  μ̃_t = √ᾱ_{t-1} β_t/(1-ᾱ_t) x_0 + √α_t (1-ᾱ_{t-1})/(1-ᾱ_t) x_t
+        # Ho et al. 2020, eqs. 6-7: β̃_t = (1-ᾱ_{t-1})/(1-ᾱ_t) β_t;  μ̃_t = √ᾱ_{t-1} β_t/(1-ᾱ_t) x_0 + √α_t (1-ᾱ_{t-1})/(1-ᾱ_t) x_t
         "posterior_variance": (1 - AB_PREV) / (1 - AB) * BETAS,
         "posterior_mean_coef1": np.sqrt(AB_PREV) * BETAS / (1 - AB),
         "posterior_mean_coef2": np.sqrt(1 - BETAS) * (1 - AB_PREV) / (1 - AB),
