@@ -87,13 +87,15 @@ def vb_term_bpd(unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, t: torch.Ten
 @dataclass
 class BoundTerms:
     """Per-image bits/dim: ``prior`` L_T, ``decoder`` L_0, ``terms[:, k]`` L_{t_k - 1} at ``timesteps[k]``
-    (each weighted to estimate the full sum when only some t were evaluated), and their ``total``."""
+    multiplied by ``weights[k]`` (the size of its stratum, to estimate the full sum when only some t were
+    evaluated; 1 for the exact sum), and their ``total``."""
 
     prior: torch.Tensor
     decoder: torch.Tensor
     timesteps: torch.Tensor
     terms: torch.Tensor
     total: torch.Tensor
+    weights: torch.Tensor
 
 
 def variational_bound(
@@ -155,4 +157,4 @@ def variational_bound(
             torch.randn(x0.shape, generator=generator).to(device),
         ).cpu()
         prior = prior_bpd(scheduler, x0).cpu()
-    return BoundTerms(prior, decoder, timesteps, terms, prior + decoder + terms.sum(1))
+    return BoundTerms(prior, decoder, timesteps, terms, prior + decoder + terms.sum(1), weights)

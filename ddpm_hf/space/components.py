@@ -61,17 +61,23 @@ class Slider(gr.Slider):
         return super().preprocess(payload)
 
 
+def check_files(*files) -> None:
+    """Refuse, with the app's message, any uploaded part that is not an image or is too large to decode."""
+    for file in files:
+        if file is not None and getattr(file, "path", None):
+            try:
+                images.check_upload(file.path)
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+
+
 class Picture(gr.Image):
     """An image input that refuses non-images and oversized images with a clear message, before decoding."""
 
     is_template = True
 
     def preprocess(self, payload):
-        if payload is not None and getattr(payload, "path", None):
-            try:
-                images.check_upload(payload.path)
-            except ValueError as e:
-                raise gr.Error(str(e)) from None
+        check_files(payload)
         return super().preprocess(payload)
 
 
@@ -81,11 +87,6 @@ class Canvas(gr.ImageEditor):
     is_template = True
 
     def preprocess(self, payload):
-        parts = [payload.background, payload.composite, *payload.layers] if payload is not None else []
-        for part in parts:
-            if part is not None and getattr(part, "path", None):
-                try:
-                    images.check_upload(part.path)
-                except ValueError as e:
-                    raise gr.Error(str(e)) from None
+        if payload is not None:
+            check_files(payload.background, payload.composite, *payload.layers)
         return super().preprocess(payload)

@@ -151,9 +151,7 @@ def bound_terms(model: Model, x0: torch.Tensor, variance, seed) -> BoundResult:
     generator = torch.Generator().manual_seed(data.check_int("seed", seed, *SEED_RANGE))
     unet = model.pipe.unet
     bound = variational_bound(unet, scheduler, x0.to(unet.device), num_timesteps=BOUND_POINTS, generator=generator)
-    T = scheduler.config.num_train_timesteps
-    strata = torch.diff(torch.linspace(1, T, BOUND_POINTS + 1).long())  # the weight of each term in ``total``
-    per_t = (bound.terms[0] / strata).double().numpy()
+    per_t = (bound.terms[0] / bound.weights).double().numpy()  # each L_{t-1} itself, before its stratum's weight
     t = np.concatenate([[0], bound.timesteps.numpy()])
     bits = np.concatenate([[float(bound.decoder[0])], per_t])
     curve = pd.DataFrame({"t": t, "bits/dim": bits, "log10 bits/dim": np.log10(np.maximum(bits, 1e-12))})
