@@ -21,6 +21,22 @@ def _quality_rows(columns: list[tuple[str, dict]]) -> list[str]:
     return lines + [f"| {label} | " + " | ".join(cell(q) for _, q in columns) + " |" for label, cell in rows]
 
 
+def sweep_table(result: dict) -> list[str]:
+    """The sweep as markdown table lines: one row per (sampler, steps) under the real floor's row."""
+    floor = result["train_floor"]
+    lines = [
+        "| sampler | steps (NFE) | classifier-FID ↓ | classifier IS ↑ | confident share ↑ | s / image |",
+        "|---|---|---|---|---|---|",
+        f"| real floor | – | {floor['fid']:.3f} | {floor['inception_score']:.3f} | {floor['confident_share']:.3f} | – |",
+    ]
+    for e in result["sweep"]:
+        lines.append(
+            f"| {e['sampler']} | {e['steps']} | {e['fid']:.3f} | {e['inception_score']:.3f} | "
+            f"{e['confident_share']:.3f} | {e['seconds_per_image']:.3f} |"
+        )
+    return lines
+
+
 def format_report(result: dict) -> str:
     """Render ``evaluate``'s result as markdown (deterministic apart from the sweep's wall-time column).
 
@@ -33,8 +49,10 @@ def format_report(result: dict) -> str:
     lines = [
         f"## DDPM evaluation: `{result['model']}` on {result['dataset']}",
         "",
-        (f"N = {n} generated vs {n} test images (train subset of {n} for the real floor), sampler = {sampler}, "
-        f"num_inference_steps = {steps}, seed = {seed}; classifier `{result['classifier']}`{accuracy}."),
+        (
+            f"N = {n} generated vs {n} test images (train subset of {n} for the real floor), sampler = {sampler}, "
+            f"num_inference_steps = {steps}, seed = {seed}; classifier `{result['classifier']}`{accuracy}."
+        ),
         "",
     ]
     nll = result["nll"]
@@ -42,8 +60,10 @@ def format_report(result: dict) -> str:
         lines += [
             "| negative log-likelihood (variational bound) | mean | standard error | N test images | K timesteps |",
             "|---|---|---|---|---|",
-            (f"| bits/dim ↓ | {nll['mean']:.4f} | {nll['standard_error']:.4f} | {nll['num_images']} | "
-            f"{nll['num_timesteps']} |"),
+            (
+                f"| bits/dim ↓ | {nll['mean']:.4f} | {nll['standard_error']:.4f} | {nll['num_images']} | "
+                f"{nll['num_timesteps']} |"
+            ),
             "",
         ]
     columns = [
@@ -53,21 +73,12 @@ def format_report(result: dict) -> str:
     ]
     lines += _quality_rows(columns)
     if result["sweep"]:
-        floor = result["train_floor"]
         lines += [
             "",
             f"Quality against sampling cost (N = {n}, same seeds for every entry):",
             "",
-            "| sampler | steps (NFE) | classifier-FID ↓ | classifier IS ↑ | confident share ↑ | s / image |",
-            "|---|---|---|---|---|---|",
-            (f"| real floor | – | {floor['fid']:.3f} | {floor['inception_score']:.3f} | "
-            f"{floor['confident_share']:.3f} | – |"),
+            *sweep_table(result),
         ]
-        for e in result["sweep"]:
-            lines.append(
-                f"| {e['sampler']} | {e['steps']} | {e['fid']:.3f} | {e['inception_score']:.3f} | "
-                f"{e['confident_share']:.3f} | {e['seconds_per_image']:.3f} |"
-            )
     return "\n".join(lines)
 
 

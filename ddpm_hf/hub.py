@@ -17,9 +17,21 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, create_repo, upload_folder
 
+from .eval_report import sweep_table
+
 TRAINING_INFO = "training_info.json"
 # What a push uploads: the pipeline, its card and pictures, nothing else (checkpoints, logs, temporary folders stay).
-PUSH_ALLOW = ["model_index.json", "unet/*", "scheduler/*", "README.md", "samples.png", TRAINING_INFO, "eval.json"]
+SWEEP_PLOT = "fid-vs-nfe.png"  # ``python -m ddpm_hf.evaluate --plot``'s picture, shown on the card when present
+PUSH_ALLOW = [
+    "model_index.json",
+    "unet/*",
+    "scheduler/*",
+    "README.md",
+    "samples.png",
+    SWEEP_PLOT,
+    TRAINING_INFO,
+    "eval.json",
+]
 PATH_SETTINGS = {
     "output_dir",
     "train_data_dir",
@@ -72,7 +84,7 @@ def eval_metrics(results: dict) -> list[tuple[str, str, str, float]]:
     return [(hub, name, key, float(value)) for hub, name, key, value in rows]
 
 
-def _results_section(results: dict) -> str:
+def _results_section(results: dict, plot: str | None) -> str:
     floor = results["train_floor"]
     lines = [
         "## Evaluation",
@@ -87,7 +99,26 @@ def _results_section(results: dict) -> str:
         "|---|---|---|",
     ]
     for hub_type, name, key, value in eval_metrics(results):
-        lines.append(f"| {name} | {value:.4f} | {floor[key]:.4f} |" if key in floor else f"| {name} | {value:.4f} | |")
+        if key == "nll":
+            nll = results["nll"]
+            lines.append(
+                f"| {name} | {value:.4f} ± {nll['standard_error']:.4f} (standard error; {nll['num_images']} test images,"
+                f" K = {nll['num_timesteps']}) | |"
+            )
+        else:
+            lines.append(f"| {name} | {value:.4f} | {floor[key]:.4f} |")
+    if results["sweep"]:
+        lines += [
+            "",
+            (
+                f"Quality against sampling cost, the same {results['num_samples']} seeds for every sampler and step"
+                " count (s / image: wall time on the evaluating machine):"
+            ),
+            "",
+            *sweep_table(results),
+        ]
+        if plot:
+            lines += ["", f"![classifier-FID against network evaluations]({plot})"]
     return "\n".join(lines) + "\n"
 
 
@@ -97,6 +128,7 @@ def render_card(
     grid: str | None = "samples.png",
     eval_results: dict | None = None,
     history: list[str] | None = None,
+    plot: str | None = None,
 ) -> ModelCard:
     """The card for a pipeline folder from ``training_info.json``'s content and ``evaluate``'s results.
 
@@ -106,6 +138,7 @@ def render_card(
         grid: a sample grid file in the folder, or None.
         eval_results: the JSON ``python -m ddpm_hf.evaluate --output_json`` writes, or None.
         history: lines on how the model came to be (e.g. a warm start from another run).
+        plot: a picture of classifier-FID against network evaluations in the folder, or None.
 
     Returns:
         The ``ModelCard`` (YAML metadata with ``model-index`` when there are results).
@@ -154,12 +187,12 @@ def render_card(
         rows = [f"| {k} | {_cell(v)} |" for k, v in {**info.get("recipe", {}), **run}.items()]
         parts += ["## Training", "", "| setting | value |", "|---|---|", *rows, ""]
     if eval_results:
-        parts.append(_results_section(eval_results))
+        parts.append(_results_section(eval_results, plot))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(parts))
 
 
 def write_model_card(folder: str | Path, info: dict, **options) -> Path:
-    """Render ``render_card(info, **options)`` (``repo_id``, ``grid``, ``eval_results``, ``history``) into
+    """Render ``render_card(info, **options)`` (``repo_id``, ``grid``, ``eval_results``, ``history``, ``plot``) into
     ``folder/README.md``; returns its path."""
     path = Path(folder, "README.md")
     render_card(info, **options).save(path)
@@ -195,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
         history = args.history or (results or {}).get("history") or info.get("history")
         grid = "samples.png" if (folder / "samples.png").is_file() else None
-        path = write_model_card(folder, info, repo_id=args.repo_id, grid=grid, eval_results=results, history=history)
+        plot = SWEEP_PLOT if (folder / SWEEP_PLOT).is_file() else None
+        path = write_model_card(
+            folder, info, repo_id=args.repo_id, grid=grid, eval_results=results, history=history, plot=plot
+        )
     except (OSError, ValueError, KeyError) as e:
         parser.exit(2, f"{parser.prog}: error: {str(e).splitlines()[0]}\n")
     print(path)

@@ -6,6 +6,8 @@ Samplers (all built ``from_config`` of the model's scheduler, so they share its 
     "ddim"       diffusers' DDIMScheduler with η = 0: deterministic (Song et al. 2021)
     "ddim-eta1"  the same with η = 1: stochastic, DDPM-like noise on DDIM's timesteps
     "dpm++"      diffusers' DPMSolverMultistepScheduler, algorithm_type="dpmsolver++", solver_order=2 (Lu et al. 2022)
+    "sde-dpm++"  the same with algorithm_type="sde-dpmsolver++": its stochastic form, which adds fresh noise each step
+                 as the paper's chain does (Lu et al. 2022, "DPM-Solver++", §5)
 
 η is chosen by the name (``ETA``). Precision: "float32", "bfloat16" or "float16" autocast for the network's
 forward (the scheduler's arithmetic is always float32), or "auto": bfloat16 on a CPU with native bfloat16
@@ -20,10 +22,11 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from .scheduling_ddpm_hf import DDPMHFScheduler
 
-SAMPLERS = ("ddpm", "ddim", "ddim-eta1", "dpm++")
+SAMPLERS = ("ddpm", "ddim", "ddim-eta1", "dpm++", "sde-dpm++")
 ETA = {"ddim": 0.0, "ddim-eta1": 1.0}  # DDIM's η per sampler name (Song et al. 2021, eq. 16)
+DPM_ALGORITHM = {"dpm++": "dpmsolver++", "sde-dpm++": "sde-dpmsolver++"}  # DPM-Solver's algorithm_type per name
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-Sampler = Literal["ddpm", "ddim", "ddim-eta1", "dpm++"]
+Sampler = Literal["ddpm", "ddim", "ddim-eta1", "dpm++", "sde-dpm++"]
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 Variance = Literal["fixed_small", "fixed_large"]
 
@@ -47,9 +50,9 @@ def make_sampler(scheduler: DDPMHFScheduler, sampler: str, variance: str | None 
     if sampler == "ddpm":
         overrides = {} if variance is None else {"variance_type": variance}
         return DDPMHFScheduler.from_config(scheduler.config, **overrides), {}
-    if sampler == "dpm++":
+    if sampler in DPM_ALGORITHM:
         return DPMSolverMultistepScheduler.from_config(
-            scheduler.config, algorithm_type="dpmsolver++", solver_order=2
+            scheduler.config, algorithm_type=DPM_ALGORITHM[sampler], solver_order=2
         ), {}
     return DDIMScheduler.from_config(scheduler.config), {"eta": ETA[sampler]}
 

@@ -23,11 +23,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from ddpm_hf import DDPMHFScheduler, load_pipeline, sample, save_pipeline
+from ddpm_hf import SAMPLERS, DDPMHFScheduler, load_pipeline, sample, save_pipeline
 from ddpm_hf.data import load_test_sample, to_model_range
 from ddpm_hf.likelihood import vb_terms
 from ddpm_hf.models import build_unet
 from ddpm_hf.pictures import make_grid
+from ddpm_hf.space import limits
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "ddpm-mnist"
@@ -182,7 +183,11 @@ def test_sample_streams_and_matches_the_library(client, pipe):
     assert Image.open(frame_path).size == size
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
+def test_the_dropdown_offers_every_sampler():
+    assert sorted(limits.SAMPLER_NAMES) == sorted(SAMPLERS)
+
+
+@pytest.mark.parametrize("sampler", limits.SAMPLER_NAMES)
 def test_one_step_and_every_sampler(client, sampler):
     grid_path, gif_path, scrub, _ = client.predict(MODEL, 1, sampler, 1, "fixed_small", 0, api_name="/sample")
     assert Path(grid_path).is_file() and scrub["maximum"] == 1  # the step's frame and the result

@@ -68,6 +68,7 @@ def test_evaluate_json_to_card_metadata_round_trip(eval_json, untrained, tmp_pat
             }
         )
     )
+    plot_fid_vs_nfe(results, folder / hub.SWEEP_PLOT)
     argv = [
         "card",
         str(folder),
@@ -95,6 +96,10 @@ def test_evaluate_json_to_card_metadata_round_trip(eval_json, untrained, tmp_pat
     text = card.text
     assert "- warm start from run A" in text and "| max_train_steps | 7 |" in text and "| images_seen | 448 |" in text
     assert f"{results['train_floor']['fid']:.4f}" in text  # the real floor beside each number
+    assert f"{results['nll']['mean']:.4f} ± {results['nll']['standard_error']:.4f}" in text
+    for e in results["sweep"]:  # the sweep's rows and its plot
+        assert f"| {e['sampler']} | {e['steps']} | {e['fid']:.3f} | {e['inception_score']:.3f} |" in text
+    assert f"]({hub.SWEEP_PLOT})" in text and hub.SWEEP_PLOT in hub.PUSH_ALLOW
 
 
 def test_the_sweep_plot(eval_json, tmp_path):
