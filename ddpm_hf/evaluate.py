@@ -45,7 +45,7 @@ def _default_device() -> str:
 class EvalConfig:
     """Every evaluation setting; ``python -m ddpm_hf.evaluate --help`` lists them with these defaults."""
 
-    model: str = setting(str(MODELS_DIR / "ddpm-mnist"), "pipeline folder or Hub repo id")
+    model: str | None = setting(None, "pipeline folder or Hub repo id (default: the shipped models/ddpm-<dataset>)")
     dataset: str = setting("mnist", "mnist or fashion-mnist (the test split and classifier to judge against)")
     num_samples: int = setting(1000, "N generated, N test and N train images")
     steps: int = setting(1000, "num_inference_steps of the main sample set")
@@ -160,9 +160,10 @@ def evaluate(cfg: EvalConfig) -> dict:
         main sample set), ``nll`` (or None), ``sweep`` (a list of per-(sampler, steps) entries) and ``seconds``.
     """
     check_eval_config(cfg)
+    model = cfg.model or str(MODELS_DIR / f"ddpm-{cfg.dataset}")
     classifier_path = Path(cfg.classifier) if cfg.classifier else MODELS_DIR / f"{cfg.dataset}-classifier"
     classifier_model = load_classifier(classifier_path)
-    pipeline = load_pipeline(cfg.model)
+    pipeline = load_pipeline(model)
     unet, scheduler = pipeline.unet.to(cfg.device), pipeline.scheduler
     T = scheduler.config.num_train_timesteps
     for count in (cfg.steps, *cfg.steps_sweep):
@@ -172,7 +173,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     wanted = (classifier_model.config["image_size"], classifier_model.config["in_channels"])
     if (size, channels) != wanted:
         raise ValueError(
-            f"model {cfg.model} makes {channels}-channel {size}x{size} images, but the {cfg.dataset} "
+            f"model {model} makes {channels}-channel {size}x{size} images, but the {cfg.dataset} "
             f"classifier takes {wanted[1]}-channel {wanted[0]}x{wanted[0]}; pick the matching --dataset"
         )
     test, train = load_dataset(cfg.dataset, "test"), load_dataset(cfg.dataset, "train")
@@ -186,6 +187,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_json", "plot", "device")}
     result = {
         **settings,
+        "model": model,
         "classifier": str(classifier_path),
         "classifier_test_accuracy": classifier_model.config.get("test_accuracy"),
         "test": {**judge(test.images[test_index[: cfg.num_samples]]), "fid": 0.0},  # the reference itself
