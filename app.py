@@ -85,7 +85,7 @@ def sample_tab(h: Handlers, picker) -> list:
         with gr.Column(scale=1, min_width=280):
             num_images = Slider(1, limits.MAX_IMAGES, value=limits.DEFAULT_IMAGES, step=1, label="Number of images")
             choices = [(limits.SAMPLER_INFO[name][0], name) for name in limits.SAMPLER_NAMES]
-            sampler = gr.Dropdown(choices, value=limits.DEFAULT_SAMPLER, label="Sampler")
+            sampler = gr.Dropdown(choices, value=limits.DEFAULT_SAMPLER, label="Sampler", info=limits.SAMPLER_HELP)
             default = limits.default_steps(limits.DEFAULT_SAMPLER)
             steps = Slider(*limits.STEP_RANGE, value=default, step=1, label="Sampling steps")
             variance = gr.Radio(VARIANCE_CHOICES, value="fixed_small", label="Variance σₜ² (DDPM)")
@@ -101,7 +101,12 @@ def sample_tab(h: Handlers, picker) -> list:
     event = run_chain_on(run, status, h.sample, inputs, outputs, "sample")
     stop.click(None, cancels=[event], api_visibility="private")
     private = {"api_visibility": "private", "queue": False}
-    sampler.change(lambda name: gr.Slider(value=limits.default_steps(name)), sampler, steps, **private)
+    sampler.change(
+        lambda name: (gr.Slider(value=limits.default_steps(name)), gr.Radio(visible=name == "ddpm")),
+        sampler,
+        [steps, variance],
+        **private,
+    )
     dice.click(lambda: random.randint(*limits.SEED_RANGE), None, seed, **private)
     return outputs
 

@@ -14,12 +14,13 @@ VARIANCE_LABELS = {"fixed_small": "β̃ₜ (fixed_small)", "fixed_large": "βₜ
 # network evaluations (classifier-FID 1.26× its real floor); the SDE form of DPM-Solver++ is the best at 20
 # (1.68×, 2.5× faster); the deterministic solvers stop improving at 2.4× (DPM-Solver++) and 2.6× (DDIM).
 SAMPLER_INFO = {
-    "ddpm": ("DDPM: the paper's stochastic chain", 50),
-    "sde-dpm++": ("DPM-Solver++ SDE (2nd order): stochastic, same network, fewer steps", 20),
-    "dpm++": ("DPM-Solver++ (2nd order): deterministic, same network", 20),
-    "ddim": ("DDIM (η = 0): deterministic, same network", 50),
-    "ddim-eta1": ("DDIM (η = 1): stochastic, same network", 50),
+    "ddpm": ("DDPM: the paper's chain", 50),
+    "sde-dpm++": ("DPM-Solver++ SDE: fast, stochastic", 20),
+    "dpm++": ("DPM-Solver++: fast, deterministic", 20),
+    "ddim": ("DDIM, η = 0: deterministic", 50),
+    "ddim-eta1": ("DDIM, η = 1: stochastic", 50),
 }
+SAMPLER_HELP = "Every sampler runs the same trained network; DDPM is the paper's chain, the others need fewer steps."
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLER_INFO)  # the dropdown's order
 DEFAULT_SAMPLER = "ddpm"
 DEFAULT_IMAGES = 16
