@@ -161,6 +161,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     """
     check_eval_config(cfg)
     model = cfg.model or str(MODELS_DIR / f"ddpm-{cfg.dataset}")
+    shown = cfg.model or f"models/ddpm-{cfg.dataset}"  # the record names the shipped model, not this machine's path
     classifier_path = Path(cfg.classifier) if cfg.classifier else MODELS_DIR / f"{cfg.dataset}-classifier"
     classifier_model = load_classifier(classifier_path)
     pipeline = load_pipeline(model)
@@ -187,7 +188,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_json", "plot", "device")}
     result = {
         **settings,
-        "model": model,
+        "model": shown,
         "classifier": str(classifier_path),
         "classifier_test_accuracy": classifier_model.config.get("test_accuracy"),
         "test": {**judge(test.images[test_index[: cfg.num_samples]]), "fid": 0.0},  # the reference itself

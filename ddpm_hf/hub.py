@@ -99,15 +99,15 @@ def _results_section(results: dict, plot: str | None) -> str:
         "|---|---|---|",
     ]
     for hub_type, name, key, value in eval_metrics(results):
-        if key == "nll":
-            nll = results["nll"]
+        nll = results["nll"] if key == "nll" else None
+        if nll and "standard_error" in nll:
             lines.append(
                 f"| {name} | {value:.4f} ± {nll['standard_error']:.4f} (standard error; {nll['num_images']} test images,"
                 f" K = {nll['num_timesteps']}) | |"
             )
         else:
-            lines.append(f"| {name} | {value:.4f} | {floor[key]:.4f} |")
-    if results["sweep"]:
+            lines.append(f"| {name} | {value:.4f} | {floor[key]:.4f} |" if key in floor else f"| {name} | {value:.4f} | |")
+    if results.get("sweep"):
         lines += [
             "",
             (

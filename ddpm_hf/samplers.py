@@ -6,8 +6,8 @@ Samplers (all built ``from_config`` of the model's scheduler, so they share its 
     "ddim"       diffusers' DDIMScheduler with η = 0: deterministic (Song et al. 2021)
     "ddim-eta1"  the same with η = 1: stochastic, DDPM-like noise on DDIM's timesteps
     "dpm++"      diffusers' DPMSolverMultistepScheduler, algorithm_type="dpmsolver++", solver_order=2 (Lu et al. 2022)
-    "sde-dpm++"  the same with algorithm_type="sde-dpmsolver++": its stochastic form, which adds fresh noise each step
-                 as the paper's chain does (Lu et al. 2022, "DPM-Solver++", §5)
+    "sde-dpm++"  the same with algorithm_type="sde-dpmsolver++": the stochastic (SDE) form of DPM-Solver++ as
+                 diffusers implements it, which adds fresh noise each step as the paper's chain does
 
 η is chosen by the name (``ETA``). Precision: "float32", "bfloat16" or "float16" autocast for the network's
 forward (the scheduler's arithmetic is always float32), or "auto": bfloat16 on a CPU with native bfloat16
