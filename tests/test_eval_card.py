@@ -140,3 +140,20 @@ def test_metrics_rank_weak_models_below_a_trained_one(untrained, tmp_path):
         assert scores["good"]["inception_score"] > scores[weak]["inception_score"], scores
     # why confident share is never reported alone: an untrained UNet's blobs all look like one class, confidently
     assert scores["untrained"]["inception_score"] < 2 and scores["untrained"]["confident_share"] > 0.5, scores
+
+
+@pytest.mark.parametrize("name", ["ddpm-mnist", "ddpm-fashion-mnist"])
+def test_each_shipped_card_is_its_evaluation(name, tmp_path):
+    """The shipped card is what ``python -m ddpm_hf.hub card`` renders from the folder's eval.json and
+    training_info.json today: no stale or pasted number, and the Hub metadata holds the evaluation's values."""
+    folder = REPO / "models" / name
+    results = json.loads((folder / "eval.json").read_text())
+    copy = tmp_path / name
+    copy.mkdir()
+    for file in ("training_info.json", "samples.png", hub.SWEEP_PLOT):
+        (copy / file).write_bytes((folder / file).read_bytes())
+    assert hub.main(["card", str(copy), "--eval_json", str(folder / "eval.json")]) == 0
+    assert (copy / "README.md").read_text() == (folder / "README.md").read_text()
+    parsed = {r.metric_type: r.metric_value for r in ModelCard.load(folder / "README.md").data.eval_results}
+    assert parsed["fid"] == round(results["generated"]["fid"], 4)
+    assert parsed["bits_per_dim"] == round(results["nll"]["mean"], 4)
