@@ -95,6 +95,9 @@ def save_pipeline(unet: UNet2DModel, scheduler: DDPMHFScheduler, path: str | os.
         new = Path(tmp, "new")
         DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(new, safe_serialization=True)
         shutil.copyfile(scheduling_ddpm_hf.__file__, new / "scheduler" / (SCHEDULER_MODULE + ".py"))
+        unet_config = new / "unet" / "config.json"  # named by its folder, not by the path it was loaded from here
+        config = json.loads(unet_config.read_text()) | {"_name_or_path": path.name}
+        unet_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         index_file = new / "model_index.json"
         index = json.loads(index_file.read_text())
         index["scheduler"] = [SCHEDULER_MODULE, type(scheduler).__name__]

@@ -102,6 +102,14 @@ def test_load_errors_name_the_problem(tiny_pipeline_dir, tmp_path):
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "ddpm-mnist"
 
 
+def test_a_saved_unet_names_its_folder_not_the_path_it_came_from(tiny_pipeline_dir, tmp_path):
+    pipe = load_pipeline(str(tiny_pipeline_dir.resolve()))  # from_pretrained records this absolute path
+    out = save_pipeline(pipe.unet, pipe.scheduler, tmp_path / "warm-started")
+    assert json.loads((out / "unet" / "config.json").read_text())["_name_or_path"] == "warm-started"
+    for shipped in SHIPPED.parent.glob("ddpm-*/unet/config.json"):
+        assert "/" not in json.loads(shipped.read_text())["_name_or_path"], shipped
+
+
 def test_the_shipped_default_model_loads_offline_both_ways(tmp_path):
     """models/ddpm-mnist: with ddpm_hf (no remote code), and in a fresh Python without it; same images."""
     with open(ddpm_hf.scheduling_ddpm_hf.__file__) as f:  # the copy inside the model is this package's scheduler
