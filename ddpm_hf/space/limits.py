@@ -12,7 +12,8 @@ VARIANCE_LABELS = {"fixed_small": "β̃ₜ (fixed_small)", "fixed_large": "βₜ
 # What the visitor is looking at, and its default step count. The defaults come from `python -m ddpm_hf.evaluate`'s
 # sweep on models/ddpm-mnist (README, "The default models"): the paper's chain at 50 steps scores best at ≤ 50
 # network evaluations (classifier-FID 1.26× its real floor); the SDE form of DPM-Solver++ is the best at 20
-# (1.68×, with 2.5× fewer network evaluations); the deterministic solvers stop improving at 2.4× (DPM-Solver++) and 2.6× (DDIM).
+# (1.68×, with 2.5× fewer network evaluations); the deterministic solvers stop improving at 2.4× (DPM-Solver++)
+# and 2.6× (DDIM).
 SAMPLER_INFO = {
     "ddpm": ("DDPM: the paper's chain", 50),
     "sde-dpm++": ("DPM-Solver++ SDE: fast, stochastic", 20),
