@@ -13,11 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
-from PIL import Image
+from conftest import write_image_folder
 from safetensors.torch import load_file
 
 from ddpm_hf.training import TrainConfig, init_unet, train
@@ -72,14 +71,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_image_folder(folder: Path, n: int = 32) -> Path:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L").save(folder / f"{i:03d}.png")
-    return folder
-
-
 def train_args(images: Path, out: Path, batch: int) -> list[str]:
     return [
         "--train_data_dir",
@@ -125,7 +116,7 @@ def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: f
 
 @pytest.mark.timeout(300)
 def test_two_cpu_processes_at_half_batch_train_like_one_process(tmp_path):
-    images, out, probe_dir = write_image_folder(tmp_path / "images"), tmp_path / "two", tmp_path / "probe"
+    images, out, probe_dir = write_image_folder(tmp_path / "images", n=32), tmp_path / "two", tmp_path / "probe"
     probe_dir.mkdir()
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)

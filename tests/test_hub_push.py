@@ -14,11 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import write_image_folder
 from hub_emulator import HubEmulator
 from huggingface_hub.utils import filter_repo_objects
-from PIL import Image
 
 from ddpm_hf.hub import PUSH_ALLOW
 
@@ -42,14 +41,6 @@ local = ours(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0)
 print(json.dumps({"remote_scheduler": type(pipe.scheduler).__module__, "scheduler": type(ours.scheduler).__module__,
                   "shape": list(local.shape), "max_difference": float(abs(remote - local).max())}))
 """
-
-
-def write_image_folder(folder: Path, n: int = 32) -> Path:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L").save(folder / f"{i:03d}.png")
-    return folder
 
 
 def read_tree(folder: Path) -> dict[str, bytes]:
@@ -104,7 +95,7 @@ def test_the_allow_list_takes_the_pipeline_and_card_only():
 )
 def test_push_then_download_then_load_offline(tmp_path, lfs_mode, env, extra):
     token = "hf_" + secrets.token_hex(16)
-    out, images = tmp_path / "run", write_image_folder(tmp_path / "images")
+    out, images = tmp_path / "run", write_image_folder(tmp_path / "images", n=32)
     cli = [
         str(REPO / "train_accelerate.py"),
         "--train_data_dir",

@@ -14,11 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
-from PIL import Image
+from conftest import write_image_folder
 from safetensors.torch import load_file
 
 import train_accelerate
@@ -52,18 +51,6 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     yield
-
-
-def write_image_folder(folder: Path, n: int = 64) -> Path:
-    """``n`` 28x28 grayscale PNGs (smooth random blobs), for runs that should not pay for decoding MNIST."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:28, 0:28]
-    for i in range(n):
-        cy, cx, r = rng.uniform(6, 22), rng.uniform(6, 22), rng.uniform(3, 8)
-        pixels = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-        Image.fromarray(pixels.astype(np.uint8), mode="L").save(folder / f"{i:03d}.png")
-    return folder
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

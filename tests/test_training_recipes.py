@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from conftest import write_image_folder
 from safetensors.torch import load_file
-from test_training import UNET_FILE, tiny_config, write_image_folder
+from test_training import UNET_FILE, tiny_config
 
 from ddpm_hf.checkpointing import list_checkpoints
 from ddpm_hf.scheduling_ddpm_hf import DDPMHFScheduler
