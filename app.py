@@ -28,7 +28,7 @@ CHAIN = {"concurrency_id": "chain", "concurrency_limit": 1}  # reverse chains: o
 QUICK = {"concurrency_id": "quick", "concurrency_limit": 4}  # forward, schedule, posterior, bound
 PNG = {"format": "png", "type": "pil", "interactive": False, "elem_classes": ["picture"]}
 EDITOR = {"type": "pil", "sources": ["upload", "clipboard"], "height": 320, "canvas_size": (280, 280), "layers": False}
-VARIANCE_CHOICES = [(limits.VARIANCE_LABELS[name], name) for name in limits.VARIANCES]
+VARIANCE_CHOICES = [(label, name) for name, label in limits.VARIANCE_LABELS.items()]
 GIF = {"type": "filepath", "interactive": False, "elem_classes": ["picture"]}
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 CSS = """
@@ -88,7 +88,7 @@ def sample_tab(h: Handlers, picker) -> list:
             sampler = gr.Dropdown(choices, value=limits.DEFAULT_SAMPLER, label="Sampler", info=limits.SAMPLER_HELP)
             default = limits.default_steps(limits.DEFAULT_SAMPLER)
             steps = Slider(*limits.STEP_RANGE, value=default, step=1, label="Sampling steps")
-            variance = gr.Radio(VARIANCE_CHOICES, value="fixed_small", label="Variance σₜ² (DDPM)")
+            variance = gr.Radio(VARIANCE_CHOICES, value=limits.DEFAULT_VARIANCE, label="Variance σₜ² (DDPM)")
             seed = seed_box()
             with gr.Row():
                 dice = gr.Button("Random seed", size="md")
@@ -225,7 +225,7 @@ def schedule_tab(h: Handlers, picker, tab) -> None:
         with gr.Column(scale=1, min_width=280):
             index = image_index()
             t = Slider(0, 999, value=200, step=1, label="t")
-            variance = gr.Radio(VARIANCE_CHOICES, value="fixed_small", label="Variance σₜ² of p_θ")
+            variance = gr.Radio(VARIANCE_CHOICES, value=limits.DEFAULT_VARIANCE, label="Variance σₜ² of p_θ")
             seed = seed_box("Seed (ε and z)")
             with gr.Row():
                 step_button = gr.Button("Posterior step", variant="primary")

@@ -49,6 +49,14 @@ def check_int(name: str, value, low: int, high: int) -> int:
     return int(value)
 
 
+def check_choice(name: str, value, choices: Iterable):
+    """``value`` when it is one of ``choices``; else ``ValueError("{name} must be one of a, b, got {value!r}")``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class ImageDataset:
     """Images held in memory.

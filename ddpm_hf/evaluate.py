@@ -27,7 +27,7 @@ import torch
 
 from .classifier import load_classifier, predict
 from .cli import build_parser, input_error, setting
-from .data import check_int, load_dataset, to_model_range
+from .data import check_choice, check_int, load_dataset, to_model_range
 from .likelihood import variational_bound
 from .metrics import quality
 from .pipeline_io import load_pipeline
@@ -124,11 +124,9 @@ def negative_log_likelihood(
 
 def check_eval_config(cfg: EvalConfig) -> None:
     """Refuse bad settings that need no model (``ValueError`` naming the setting)."""
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
+    check_choice("dataset", cfg.dataset, DATASETS)
     for name in (cfg.sampler, *cfg.samplers):
-        if name not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+        check_choice("sampler", name, SAMPLERS)
     check_int("num_samples", cfg.num_samples, 2, 10000)
     check_int("nll_images", cfg.nll_images, 0, 10000)
     check_int("batch_size", cfg.batch_size, 1, 10**6)

@@ -15,20 +15,20 @@ instructions (AVX512-BF16 or AMX) and on CUDA devices that support it (else floa
 """
 
 import contextlib
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
+from .data import check_choice
 from .scheduling_ddpm_hf import DDPMHFScheduler
 
-SAMPLERS = ("ddpm", "ddim", "ddim-eta1", "dpm++", "sde-dpm++")
-ETA = {"ddim": 0.0, "ddim-eta1": 1.0}  # DDIM's η per sampler name (Song et al. 2021, eq. 16)
-DPM_ALGORITHM = {"dpm++": "dpmsolver++", "sde-dpm++": "sde-dpmsolver++"}  # DPM-Solver's algorithm_type per name
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 Sampler = Literal["ddpm", "ddim", "ddim-eta1", "dpm++", "sde-dpm++"]
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 Variance = Literal["fixed_small", "fixed_large"]
+SAMPLERS, PRECISIONS, VARIANCES = get_args(Sampler), get_args(Precision), get_args(Variance)
+ETA = {"ddim": 0.0, "ddim-eta1": 1.0}  # DDIM's η per sampler name (Song et al. 2021, eq. 16)
+DPM_ALGORITHM = {"dpm++": "dpmsolver++", "sde-dpm++": "sde-dpmsolver++"}  # DPM-Solver's algorithm_type per name
 
 
 def make_sampler(scheduler: DDPMHFScheduler, sampler: str, variance: str | None = None):
@@ -43,10 +43,9 @@ def make_sampler(scheduler: DDPMHFScheduler, sampler: str, variance: str | None 
     Returns:
         (scheduler, step_kwargs).
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler={sampler!r} is not supported; choose one of {', '.join(map(repr, SAMPLERS))}")
-    if variance not in (None, "fixed_small", "fixed_large"):
-        raise ValueError(f"variance={variance!r} is not supported; choose 'fixed_small' or 'fixed_large'")
+    check_choice("sampler", sampler, SAMPLERS)
+    if variance is not None:
+        check_choice("variance", variance, VARIANCES)
     if sampler == "ddpm":
         overrides = {} if variance is None else {"variance_type": variance}
         return DDPMHFScheduler.from_config(scheduler.config, **overrides), {}
@@ -64,9 +63,7 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """The autocast dtype of the network's forward on ``device`` (float32: no autocast)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(map(repr, PRECISIONS))}")
-    if precision != "auto":
+    if check_choice("precision", precision, PRECISIONS) != "auto":
         return getattr(torch, precision)
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_native_bf16() else torch.float32

@@ -6,11 +6,13 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from huggingface_hub import get_token
 
 from .cli import setting
-from .data import check_int
+from .data import check_choice, check_int
+from .scheduling_ddpm_hf import PredictionType
 
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 BUILT_IN = ("mnist", "fashion-mnist")
@@ -97,18 +99,13 @@ class TrainConfig:
     hub_private_repo: bool = setting(False, "create the Hub repo as private")
 
 
-def _check_choice(flag: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"--{flag} {value!r}: choose one of {', '.join(map(str, choices))}")
-
-
 def check_config(cfg: TrainConfig) -> None:
     """Refuse bad settings before anything is written (``ValueError`` naming the flag)."""
     sources = [bool(cfg.train_data_dir), bool(cfg.dataset_name)]
     if sum(sources) > 1:
         raise ValueError("give at most one of --train_data_dir and --dataset_name")
-    if not any(sources) and cfg.dataset not in BUILT_IN:
-        raise ValueError(f"--dataset {cfg.dataset!r} is unknown; choose mnist or fashion-mnist")
+    if not any(sources):
+        check_choice("--dataset", cfg.dataset, BUILT_IN)
     for key in (
         "train_batch_size",
         "gradient_accumulation_steps",
@@ -128,10 +125,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("give --max_train_steps or --num_epochs")
     if cfg.snr_gamma is not None and not cfg.snr_gamma > 0:
         raise ValueError(f"--snr_gamma must be > 0, got {cfg.snr_gamma}")
-    _check_choice("lr_scheduler", cfg.lr_scheduler, LR_SCHEDULES)
-    _check_choice("mixed_precision", cfg.mixed_precision, ("no", "fp16", "bf16"))
-    _check_choice("logger", cfg.logger, ("none", "tensorboard"))
-    _check_choice("prediction_type", cfg.prediction_type, ("epsilon", "sample", "v_prediction"))
+    check_choice("--lr_scheduler", cfg.lr_scheduler, LR_SCHEDULES)
+    check_choice("--mixed_precision", cfg.mixed_precision, ("no", "fp16", "bf16"))
+    check_choice("--logger", cfg.logger, ("none", "tensorboard"))
+    check_choice("--prediction_type", cfg.prediction_type, get_args(PredictionType))
     if cfg.eval_steps and (cfg.train_data_dir or cfg.dataset_name):
         raise ValueError("--eval_steps needs a built-in --dataset (mnist, fashion-mnist): it uses their classifier")
     if cfg.push_to_hub and not cfg.hub_model_id:

@@ -170,14 +170,14 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"sampler": "euler"}, "sampler='euler' is not supported"),
+        ({"sampler": "euler"}, "sampler must be one of ddpm, ddim, ddim-eta1, dpm\\+\\+, sde-dpm\\+\\+, got 'euler'"),
         ({"steps": 0}, "num_inference_steps"),
         ({"steps": 1001}, "num_inference_steps"),
-        ({"precision": "int8"}, "precision='int8' is not supported"),
+        ({"precision": "int8"}, "precision must be one of auto, float32, bfloat16, float16, got 'int8'"),
         ({"start_timestep": 1000}, "start_timestep"),
         ({"start_timestep": -1}, "start_timestep"),
         ({"known": (torch.zeros(1, 1, 16, 16), torch.ones(1, 1, 16, 16))}, "known"),
-        ({"variance": "learned"}, "variance"),
+        ({"variance": "learned"}, "variance must be one of fixed_small, fixed_large, got 'learned'"),
     ],
     ids=str,
 )

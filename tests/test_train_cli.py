@@ -73,7 +73,7 @@ def empty(tmp: Path) -> Path:
 
 # (id, argv built from the test's tmp folder, words the message must hold)
 CASES = [
-    ("unknown-dataset", lambda t: ["--dataset", "cifar10"], "--dataset 'cifar10' is unknown"),
+    ("unknown-dataset", lambda t: ["--dataset", "cifar10"], "--dataset must be one of mnist, fashion-mnist, got 'cifar10'"),
     ("missing-data-dir", lambda t: ["--train_data_dir", str(t / "nope")], "does not exist"),
     ("empty-data-dir", lambda t: ["--train_data_dir", str(empty(t))], "has no"),
     ("undecodable-images", lambda t: ["--train_data_dir", str(undecodable(t))], "could be read"),
@@ -100,16 +100,24 @@ CASES = [
         "no checkpoint-* folder",
     ),
     ("push-without-repo", lambda t: ["--push_to_hub", "--hub_token", "hf_x"], "--push_to_hub needs --hub_model_id"),
-    ("unknown-lr-schedule", lambda t: ["--lr_scheduler", "exponential"], "--lr_scheduler 'exponential'"),
+    (
+        "unknown-lr-schedule",
+        lambda t: ["--lr_scheduler", "exponential"],
+        "--lr_scheduler must be one of linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup, got 'exponential'",
+    ),
     ("total-limit-zero", lambda t: ["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be an integer"),
-    ("unknown-prediction-type", lambda t: ["--prediction_type", "x0"], "--prediction_type 'x0'"),
+    (
+        "unknown-prediction-type",
+        lambda t: ["--prediction_type", "x0"],
+        "--prediction_type must be one of epsilon, sample, v_prediction, got 'x0'",
+    ),
     ("snr-gamma-zero", lambda t: ["--snr_gamma", "0"], "--snr_gamma must be > 0"),
     (
         "eval-steps-on-a-folder",
         lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--eval_steps", "2"],
         "--eval_steps needs a built-in --dataset",
     ),
-    ("unknown-mixed-precision", lambda t: ["--mixed_precision", "fp8"], "--mixed_precision 'fp8'"),
+    ("unknown-mixed-precision", lambda t: ["--mixed_precision", "fp8"], "--mixed_precision must be one of no, fp16, bf16, got 'fp8'"),
     ("batch-over-data", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 4))], "fewer than one global"),
 ]
 

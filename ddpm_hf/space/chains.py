@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from .. import data, pictures
+from ..samplers import VARIANCES
 from ..sampling import Trajectory, initial_noise, reverse_chain, seed_generators
 from .images import animation_scale, grid_scale, new_file
-from .limits import ANIMATION_FRAMES, MAX_IMAGES, PREVIEWS, SAMPLER_NAMES, SEED_RANGE, STEP_RANGE, VARIANCES
+from .limits import ANIMATION_FRAMES, MAX_IMAGES, PREVIEWS, SAMPLER_NAMES, SEED_RANGE, STEP_RANGE
 from .registry import Model
 
 
@@ -33,18 +34,14 @@ class ChainRequest:
 
 def check_request(num_images, sampler, num_inference_steps, variance, seed, model: Model) -> ChainRequest:
     """The request as ``ChainRequest``, or a ``ValueError`` naming the bad input and its allowed values."""
-    if sampler not in SAMPLER_NAMES:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLER_NAMES)}, got {sampler!r}")
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
     T = model.scheduler.config.num_train_timesteps
     return ChainRequest(
         num_images=data.check_int("number of images", num_images, 1, MAX_IMAGES),
-        sampler=sampler,
+        sampler=data.check_choice("sampler", sampler, SAMPLER_NAMES),
         num_inference_steps=data.check_int(
             "sampling steps", num_inference_steps, STEP_RANGE[0], min(STEP_RANGE[1], T)
         ),
-        variance=variance,
+        variance=data.check_choice("variance", variance, VARIANCES),
         seed=data.check_int("seed", seed, *SEED_RANGE),
     )
 

@@ -37,7 +37,7 @@ class Handlers:
         m = self.models.get(model)
         x0, note = images.to_x0(sketch_of(image), m.size, m.channels, white_on_black=m.dataset is not None)
         t = views.check_t(t, m.scheduler)
-        request = chains.check_request(num_images, "ddpm", 100, "fixed_small", seed, m)
+        request = chains.check_request(num_images, "ddpm", 100, limits.DEFAULT_VARIANCE, seed, m)
         shown = images.picture(x0), views.forward_process(m.scheduler, x0, t, seed).x_t, note or "used as drawn"
         yield *shown, *[gr.skip()] * 5
         for outputs in stream(chains.run_chain(m, request, x0, start_timestep=t), progress):
@@ -53,7 +53,7 @@ class Handlers:
         painted = images.mask_of(image["layers"][0] if image.get("layers") else None, m.size)
         if painted.sum() == 0:
             raise ValueError("paint over the part of the picture to regenerate (the brush tool), then press Inpaint")
-        request = chains.check_request(num_images, "ddpm", 250, "fixed_small", seed, m)
+        request = chains.check_request(num_images, "ddpm", 250, limits.DEFAULT_VARIANCE, seed, m)
         shown = images.picture(x0 * (1 - painted)), note or "used as given"  # the part to regenerate shows grey
         yield *shown, *[gr.skip()] * 5
         for outputs in stream(chains.run_chain(m, request, x0, keep=1 - painted), progress):
@@ -122,7 +122,7 @@ class Handlers:
                 limits.DEFAULT_IMAGES,
                 limits.DEFAULT_SAMPLER,
                 limits.default_steps(limits.DEFAULT_SAMPLER),
-                "fixed_small",
+                limits.DEFAULT_VARIANCE,
                 limits.DEFAULT_SEED,
                 model,
             )

@@ -1,13 +1,9 @@
 """Choices and limits of the Space's requests, each written once."""
 
-from typing import get_args
-
-from ..samplers import Variance
-
 MAX_IMAGES = 16
 STEP_RANGE = (1, 1000)
 SEED_RANGE = (0, 2**31 - 1)
-VARIANCES: tuple[str, ...] = get_args(Variance)
+DEFAULT_VARIANCE = "fixed_small"  # σ_t² = β̃_t, the paper's choice
 VARIANCE_LABELS = {"fixed_small": "β̃ₜ (fixed_small)", "fixed_large": "βₜ (fixed_large)"}
 # What the visitor is looking at, and its default step count. The defaults come from `python -m ddpm_hf.evaluate`'s
 # sweep on models/ddpm-mnist (README, "The default models"): the paper's chain at 50 steps scores best at ≤ 50

@@ -11,9 +11,10 @@ from PIL import Image
 
 from .. import data, pictures
 from ..likelihood import variational_bound, vb_terms
+from ..samplers import VARIANCES
 from ..scheduling_ddpm_hf import DDPMHFScheduler
 from .images import new_file, picture
-from .limits import ANIMATION_FRAMES, BOUND_POINTS, SEED_RANGE, VARIANCES
+from .limits import ANIMATION_FRAMES, BOUND_POINTS, SEED_RANGE
 from .registry import Model
 
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -29,12 +30,6 @@ def readable(value: float, digits: int = 3) -> str:
 
 def check_t(t, scheduler: DDPMHFScheduler) -> int:
     return data.check_int("t", t, 0, scheduler.config.num_train_timesteps - 1)
-
-
-def check_variance(variance) -> str:
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
-    return variance
 
 
 @dataclass
@@ -113,7 +108,9 @@ def posterior_step(model: Model, x0: torch.Tensor, t, variance, seed) -> Posteri
 
     ε is ``torch.randn(x0.shape, generator=Generator().manual_seed(seed))``, the first draw; z comes next.
     """
-    scheduler = DDPMHFScheduler.from_config(model.scheduler.config, variance_type=check_variance(variance))
+    scheduler = DDPMHFScheduler.from_config(
+        model.scheduler.config, variance_type=data.check_choice("variance", variance, VARIANCES)
+    )
     t = check_t(t, scheduler)
     generator = torch.Generator().manual_seed(data.check_int("seed", seed, *SEED_RANGE))
     unet = model.pipe.unet
@@ -147,7 +144,9 @@ class BoundResult:
 
 def bound_terms(model: Model, x0: torch.Tensor, variance, seed) -> BoundResult:
     """The bound's terms for one x_0 and their total, from one stratified evaluation (``variational_bound``)."""
-    scheduler = DDPMHFScheduler.from_config(model.scheduler.config, variance_type=check_variance(variance))
+    scheduler = DDPMHFScheduler.from_config(
+        model.scheduler.config, variance_type=data.check_choice("variance", variance, VARIANCES)
+    )
     generator = torch.Generator().manual_seed(data.check_int("seed", seed, *SEED_RANGE))
     unet = model.pipe.unet
     bound = variational_bound(unet, scheduler, x0.to(unet.device), num_timesteps=BOUND_POINTS, generator=generator)
