@@ -8,7 +8,7 @@ from PIL import Image
 
 
 def to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
-    """(B, C, H, W) floats in ``value_range`` → (B, H, W, C) uint8."""
+    """(B, C, H, W) floats in ``value_range`` → (B, H, W, C) uint8; values outside the range are clipped to it."""
     lo, hi = value_range
     x = ((x.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1)
     return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
@@ -54,8 +54,8 @@ def denoising_frames(trajectory, nrow: int | None = None, scale: int = 4) -> lis
     """One frame per captured step: the grid of x_t on the left, the grid of predicted x̂_0 on the right."""
     frames = []
     for x_t, x0 in zip(trajectory.x_t, trajectory.pred_x0):
-        left = make_grid(x_t.clamp(-1, 1), nrow, scale, value_range=(-1, 1))
-        right = make_grid(x0.clamp(-1, 1), nrow, scale, value_range=(-1, 1))
+        left = make_grid(x_t, nrow, scale, value_range=(-1, 1))
+        right = make_grid(x0, nrow, scale, value_range=(-1, 1))
         gap = FRAME if left.mode == "L" else (FRAME,) * 3
         frame = Image.new(left.mode, (left.width * 2 + 8 * scale, left.height), gap)
         frame.paste(left, (0, 0))
@@ -70,5 +70,5 @@ def forward_frames(scheduler, x0: torch.Tensor, timesteps, seed: int = 0, scale:
     frames = []
     for t in timesteps:
         x_t = scheduler.add_noise(x0, noise, torch.full((x0.shape[0],), int(t)))
-        frames.append(make_grid(x_t.clamp(-1, 1), scale=scale, value_range=(-1, 1)))
+        frames.append(make_grid(x_t, scale=scale, value_range=(-1, 1)))
     return frames

@@ -1,10 +1,8 @@
 """Training ε_θ with L_simple (Ho et al. 2020, Algorithm 1, eq. 14) under Accelerate, from one CPU to many GPUs.
 
-Determinism is by construction, not by saved RNG state: optimizer step s takes the examples, flips, timesteps and
-noise of one batch of ``train_batch_size × processes × gradient_accumulation_steps`` images drawn from a generator
-seeded with (seed, s); micro-step k of process i takes its slice. So a run resumed at step s takes the same batches
-as an uninterrupted one, and 2 processes × batch B/2, or 2 accumulated micro-steps of B/2, see exactly what
-1 process × batch B sees.
+Determinism is by construction, not by saved RNG state: each optimizer step's batch is a pure function of (seed,
+step) (``ddpm_hf.batches``), so a resumed run, several processes and accumulated micro-steps all see what one
+uninterrupted process sees.
 
 ``prepare`` checks the settings, loads the data and restores a checkpoint (every input error surfaces there, before
 anything is written); ``run`` trains; ``train`` does both.

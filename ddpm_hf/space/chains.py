@@ -16,7 +16,7 @@ from PIL import Image
 from .. import data, pictures
 from ..samplers import VARIANCES
 from ..sampling import Trajectory, initial_noise, reverse_chain, seed_generators
-from .images import animation_scale, grid_scale, new_file
+from .images import animation_scale, grid_scale, new_file, picture
 from .limits import ANIMATION_FRAMES, MAX_IMAGES, PREVIEWS, SAMPLER_NAMES, SEED_RANGE, STEP_RANGE
 from .registry import Model
 
@@ -112,7 +112,7 @@ def run_chain(
                 trajectory.pred_x0.append(item.pred_x0.float().cpu())
                 captured.append((item.index + 1, item.timestep))
             if item.index == 0 or (item.index + 1) % preview_every == 0:
-                yield Progress(item.index + 1, item.timestep, _grid(item.x_prev, nrow, grid_scale(size)))
+                yield Progress(item.index + 1, item.timestep, picture(item.x_prev, grid_scale(size), nrow=nrow))
             last = item
     finally:
         chain.close()
@@ -124,11 +124,7 @@ def run_chain(
         f"the result x₀, after {done} step{'s' * (done != 1)}"
     ]
     frames = pictures.denoising_frames(trajectory, nrow, animation_scale(size))
-    yield Finished(_grid(result, nrow, grid_scale(size)), pictures.save_gif(frames, new_file(".gif")), labels)
-
-
-def _grid(x: torch.Tensor, nrow: int, scale: int) -> Image.Image:
-    return pictures.make_grid(x.float().cpu().clamp(-1, 1), nrow, scale, value_range=(-1, 1))
+    yield Finished(picture(result, grid_scale(size), nrow=nrow), pictures.save_gif(frames, new_file(".gif")), labels)
 
 
 def showcase(model: Model, request: ChainRequest) -> Finished:

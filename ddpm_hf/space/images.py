@@ -76,10 +76,11 @@ def mask_of(layer: Image.Image | None, size: int) -> torch.Tensor:
     return torch.from_numpy(alpha > 16).float()[None, None]
 
 
-def picture(x: torch.Tensor, scale: int | None = None, padding: int = 2) -> Image.Image:
-    """Images in [-1, 1] (B, C, H, W) as one grid, upscaled without blur (28 px → 224 px per image)."""
+def picture(x: torch.Tensor, scale: int | None = None, padding: int = 2, nrow: int | None = None) -> Image.Image:
+    """Images in [-1, 1] (B, C, H, W) as one grid, ``nrow`` per row (default: a square), upscaled without blur
+    (by default 28 px → 224 px per image)."""
     scale = scale or max(1, 224 // x.shape[-1])
-    return pictures.make_grid(x.detach().float().cpu().clamp(-1, 1), scale=scale, padding=padding, value_range=(-1, 1))
+    return pictures.make_grid(x, nrow, scale, padding, value_range=(-1, 1))
 
 
 def grid_scale(size: int) -> int:
