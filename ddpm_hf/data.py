@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -80,6 +80,22 @@ class ImageDataset:
             raise DataError(f"labels shape {tuple(self.labels.shape)} does not match {self.images.shape[0]} images")
 
 
+@dataclass(frozen=True)
+class BuiltIn:
+    """A dataset with hash-pinned local files, a shipped classifier and 256 bundled test images."""
+
+    load: Callable[[str], tuple[torch.Tensor, torch.Tensor]]  # split → (uint8 images, labels)
+    license: str
+    hub_id: str  # the same data on the Hub, named in model cards
+    title: str  # as people write it
+
+
+BUILT_IN = {
+    "mnist": BuiltIn(data_sources.mnist, "cc-by-sa-3.0", "ylecun/mnist", "MNIST"),
+    "fashion-mnist": BuiltIn(data_sources.fashion_mnist, "mit", "zalando-datasets/fashion_mnist", "Fashion-MNIST"),
+}
+
+
 def load_dataset(name: str, split: Literal["train", "test"] = "train") -> ImageDataset:
     """Load MNIST or Fashion-MNIST from local, hash-pinned files (decoded once per process, copied per call).
 
@@ -92,18 +108,10 @@ def load_dataset(name: str, split: Literal["train", "test"] = "train") -> ImageD
     """
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
-    if name == "mnist":
-        images, labels = data_sources.mnist(split)
-        license_id = "cc-by-sa-3.0"
-    elif name == "fashion-mnist":
-        images, labels = data_sources.fashion_mnist(split)
-        license_id = "mit"
-    else:
+    if name not in BUILT_IN:
         raise DataError(f"dataset must be 'mnist' or 'fashion-mnist', got {name!r}; use an image folder for others")
-    return ImageDataset(images=images.clone(), labels=labels.clone(), name=name, license=license_id)
-
-
-BUNDLED_TEST_SAMPLES = {"mnist": "cc-by-sa-3.0", "fashion-mnist": "mit"}  # assets/<name>-test-256.npz: license
+    images, labels = BUILT_IN[name].load(split)
+    return ImageDataset(images=images.clone(), labels=labels.clone(), name=name, license=BUILT_IN[name].license)
 
 
 def load_test_sample(name: str) -> ImageDataset:
@@ -113,11 +121,11 @@ def load_test_sample(name: str) -> ImageDataset:
     try:
         return load_dataset(name, "test")
     except DataError:
-        if name not in BUNDLED_TEST_SAMPLES:
+        if name not in BUILT_IN:
             raise
     with np.load(Path(__file__).parent / "assets" / f"{name}-test-256.npz", allow_pickle=False) as bundle:
         images, labels = torch.from_numpy(bundle["images"]), torch.from_numpy(bundle["labels"])
-    return ImageDataset(images=images, labels=labels, name=name, license=BUNDLED_TEST_SAMPLES[name])
+    return ImageDataset(images=images, labels=labels, name=name, license=BUILT_IN[name].license)
 
 
 def fit_image(image: Image.Image, size: int, channels: Literal[1, 3]) -> torch.Tensor:

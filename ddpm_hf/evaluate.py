@@ -27,13 +27,12 @@ import torch
 
 from .classifier import load_classifier, predict
 from .cli import build_parser, input_error, setting
-from .data import check_choice, check_int, load_dataset, to_model_range
+from .data import BUILT_IN, check_choice, check_int, load_dataset, to_model_range
 from .likelihood import variational_bound
 from .metrics import quality
 from .pipeline_io import load_pipeline
 from .sampling import SAMPLERS, sample
 
-DATASETS = ("mnist", "fashion-mnist")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -124,7 +123,7 @@ def negative_log_likelihood(
 
 def check_eval_config(cfg: EvalConfig) -> None:
     """Refuse bad settings that need no model (``ValueError`` naming the setting)."""
-    check_choice("dataset", cfg.dataset, DATASETS)
+    check_choice("dataset", cfg.dataset, BUILT_IN)
     for name in (cfg.sampler, *cfg.samplers):
         check_choice("sampler", name, SAMPLERS)
     check_int("num_samples", cfg.num_samples, 2, 10000)

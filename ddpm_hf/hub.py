@@ -17,6 +17,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, create_repo, upload_folder
 
+from .data import BUILT_IN
 from .eval_report import sweep_table
 
 TRAINING_INFO = "training_info.json"
@@ -39,7 +40,6 @@ PATH_SETTINGS = {
     "resume_from_checkpoint",
     "pretrained_model_name_or_path",
 }
-DATASET_IDS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
 TASK = "unconditional-image-generation"
 # (result key, metric type on the Hub, name in the card)
 METRICS = [
@@ -145,7 +145,7 @@ def render_card(
         The ``ModelCard`` (YAML metadata with ``model-index`` when there are results).
     """
     dataset = info.get("dataset", "unknown")
-    dataset_id = DATASET_IDS.get(dataset, info.get("dataset_id"))
+    dataset_id = BUILT_IN[dataset].hub_id if dataset in BUILT_IN else info.get("dataset_id")
     name = repo_id or Path(str(info.get("recipe", {}).get("output_dir", "ddpm"))).name
     results = []
     for hub_type, metric_name, _, value in eval_metrics(eval_results) if eval_results else []:

@@ -11,11 +11,10 @@ from typing import get_args
 from huggingface_hub import get_token
 
 from .cli import setting
-from .data import check_choice, check_int
+from .data import BUILT_IN, check_choice, check_int
 from .scheduling_ddpm_hf import PredictionType
 
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-BUILT_IN = ("mnist", "fashion-mnist")
 
 
 def _default_logger() -> str:

@@ -56,7 +56,7 @@ def to_x0(image: Image.Image, size: int, channels: int, white_on_black: bool) ->
 def choose_x0(model: Model, index, upload: Image.Image | None) -> tuple[torch.Tensor, str]:
     """x_0 (1, C, H, W) from the upload if there is one, else test image ``index`` of the model's dataset; and a note
     of what was done to the upload."""
-    grayscale_digits = model.dataset in ("mnist", "fashion-mnist")
+    grayscale_digits = model.dataset in data.BUILT_IN
     if upload is not None:
         return to_x0(upload, model.size, model.channels, white_on_black=grayscale_digits)
     if model.dataset is None:

@@ -14,7 +14,6 @@ import torch
 from huggingface_hub import ModelCard
 
 from .. import data
-from ..hub import DATASET_IDS
 from ..pipeline_io import load_pipeline
 
 RETRY_SECONDS = 600.0
@@ -48,8 +47,7 @@ class Model:
     def describe(self) -> str:
         n = sum(p.numel() for p in self.pipe.unet.parameters())
         cfg = self.scheduler.config
-        names = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
-        trained = f", trained on {names.get(self.dataset, self.dataset)}" if self.dataset else ""
+        trained = f", trained on {data.BUILT_IN[self.dataset].title}" if self.dataset else ""
         return (
             f"{self.size}×{self.size}×{self.channels} images{trained}; UNet of {n / 1e6:.2f}M parameters; "
             f"T = {cfg.num_train_timesteps}, {cfg.beta_schedule} β from {cfg.beta_start:g} to {cfg.beta_end:g}; "
@@ -64,9 +62,9 @@ def card_dataset(source: str) -> str | None:
         card = ModelCard.load(path) if path.is_file() else ModelCard.load(source)  # a Hub repo id: its card
     except Exception:  # noqa: BLE001 - no card, no network, bad YAML: the model still works, without test images
         return None
-    names = {hub_id: name for name, hub_id in DATASET_IDS.items()}
+    names = {spec.hub_id: name for name, spec in data.BUILT_IN.items()}
     for dataset in card.data.datasets or []:
-        if dataset in names or dataset in DATASET_IDS:
+        if dataset in names or dataset in data.BUILT_IN:
             return names.get(dataset, dataset)
     return None
 
