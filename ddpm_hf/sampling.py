@@ -45,6 +45,12 @@ class Trajectory:
     x_t: list[torch.Tensor] = field(default_factory=list)
     pred_x0: list[torch.Tensor] = field(default_factory=list)
 
+    def add(self, step: "ChainStep") -> None:
+        """Keep the step's timestep, x_t and x̂_0 (as float32 on the CPU)."""
+        self.timesteps.append(step.timestep)
+        self.x_t.append(step.x_t.float().cpu())
+        self.pred_x0.append(step.pred_x0.float().cpu())
+
 
 @dataclass
 class SampleOutput:
@@ -208,15 +214,9 @@ def sample(
     step = None
     for step in chain:
         if trajectory is not None and step.index % capture_every == 0:
-            _capture(trajectory, step)
+            trajectory.add(step)
         if callback is not None:
             callback(step.index, step.timestep, step.x_prev, step.pred_x0)
     if trajectory is not None and trajectory.timesteps[-1] != step.timestep:
-        _capture(trajectory, step)  # the last step is always kept
+        trajectory.add(step)  # the last step is always kept
     return SampleOutput(images=to_output(step.x_prev, output_type), trajectory=trajectory)
-
-
-def _capture(trajectory: Trajectory, step: ChainStep) -> None:
-    trajectory.timesteps.append(step.timestep)
-    trajectory.x_t.append(step.x_t.cpu())
-    trajectory.pred_x0.append(step.pred_x0.cpu())

@@ -108,9 +108,8 @@ def run_chain(
     try:
         for item in chain:
             if item.index % capture_every == 0:
-                trajectory.x_t.append(item.x_t.float().cpu())
-                trajectory.pred_x0.append(item.pred_x0.float().cpu())
-                captured.append((item.index + 1, item.timestep))
+                trajectory.add(item)
+                captured.append(item.index + 1)
             if item.index == 0 or (item.index + 1) % preview_every == 0:
                 yield Progress(item.index + 1, item.timestep, picture(item.x_prev, grid_scale(size), nrow=nrow))
             last = item
@@ -120,7 +119,7 @@ def run_chain(
     trajectory.x_t.append(result)
     trajectory.pred_x0.append(result)
     done = last.index + 1
-    labels = [f"step {i} of {done}, t = {t}" for i, t in captured] + [
+    labels = [f"step {i} of {done}, t = {t}" for i, t in zip(captured, trajectory.timesteps)] + [
         f"the result x₀, after {done} step{'s' * (done != 1)}"
     ]
     frames = pictures.denoising_frames(trajectory, nrow, animation_scale(size))
