@@ -21,14 +21,15 @@ from .data import BUILT_IN
 from .eval_report import sweep_table
 
 TRAINING_INFO = "training_info.json"
-# What a push uploads: the pipeline, its card and pictures, nothing else (checkpoints, logs, temporary folders stay).
+SAMPLE_GRID = "samples.png"  # 16 samples with seed 0, written at the end of training
 SWEEP_PLOT = "fid-vs-nfe.png"  # ``python -m ddpm_hf.evaluate --plot``'s picture, shown on the card when present
+# What a push uploads: the pipeline, its card and pictures, nothing else (checkpoints, logs, temporary folders stay).
 PUSH_ALLOW = [
     "model_index.json",
     "unet/*",
     "scheduler/*",
     "README.md",
-    "samples.png",
+    SAMPLE_GRID,
     SWEEP_PLOT,
     TRAINING_INFO,
     "eval.json",
@@ -126,7 +127,7 @@ def _results_section(results: dict, plot: str | None) -> str:
 def render_card(
     info: dict,
     repo_id: str | None = None,
-    grid: str | None = "samples.png",
+    grid: str | None = SAMPLE_GRID,
     eval_results: dict | None = None,
     history: list[str] | None = None,
     plot: str | None = None,
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         info = json.loads((folder / TRAINING_INFO).read_text()) if (folder / TRAINING_INFO).is_file() else {}
         results = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
         history = args.history or (results or {}).get("history") or info.get("history")
-        grid = "samples.png" if (folder / "samples.png").is_file() else None
+        grid = SAMPLE_GRID if (folder / SAMPLE_GRID).is_file() else None
         plot = SWEEP_PLOT if (folder / SWEEP_PLOT).is_file() else None
         path = write_model_card(
             folder, info, repo_id=args.repo_id, grid=grid, eval_results=results, history=history, plot=plot

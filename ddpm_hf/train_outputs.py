@@ -14,7 +14,7 @@ import torch
 from diffusers import UNet2DModel
 from PIL import Image
 
-from .hub import TRAINING_INFO, card_recipe, push_to_hub, write_model_card
+from .hub import SAMPLE_GRID, TRAINING_INFO, card_recipe, push_to_hub, write_model_card
 from .pictures import make_grid
 from .pipeline_io import save_pipeline
 from .sampling import sample
@@ -80,7 +80,7 @@ def summary_lines(r) -> list[str]:
 def finish(r, out: Path, measured: dict) -> None:
     """The end of a run: export the pipeline, the sample grid, ``training_info.json``, the card; push if asked."""
     model = save_outputs(r, out)
-    grid = save_sample_grid(r, out / "samples.png", model)
+    grid = save_sample_grid(r, out / SAMPLE_GRID, model)
     cfg = r.cfg
     info = {
         "recipe": card_recipe(dataclasses.asdict(cfg)),
