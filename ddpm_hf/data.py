@@ -109,7 +109,7 @@ def load_dataset(name: str, split: Literal["train", "test"] = "train") -> ImageD
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     if name not in BUILT_IN:
-        raise DataError(f"dataset must be 'mnist' or 'fashion-mnist', got {name!r}; use an image folder for others")
+        raise DataError(f"dataset must be one of {', '.join(BUILT_IN)}, got {name!r}; use an image folder for others")
     images, labels = BUILT_IN[name].load(split)
     return ImageDataset(images=images.clone(), labels=labels.clone(), name=name, license=BUILT_IN[name].license)
 

@@ -129,7 +129,7 @@ def check_config(cfg: TrainConfig) -> None:
     check_choice("--logger", cfg.logger, ("none", "tensorboard"))
     check_choice("--prediction_type", cfg.prediction_type, get_args(PredictionType))
     if cfg.eval_steps and (cfg.train_data_dir or cfg.dataset_name):
-        raise ValueError("--eval_steps needs a built-in --dataset (mnist, fashion-mnist): it uses their classifier")
+        raise ValueError(f"--eval_steps needs a built-in --dataset ({', '.join(BUILT_IN)}): it uses their classifier")
     if cfg.push_to_hub and not cfg.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id")
     if cfg.push_to_hub and not (cfg.hub_token or get_token()):

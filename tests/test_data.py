@@ -51,7 +51,7 @@ def test_mnist_loads_are_cached_and_independent(mnist_train: data.ImageDataset) 
 
 
 def test_unknown_dataset_and_split_are_refused() -> None:
-    with pytest.raises(DataError, match="'mnist' or 'fashion-mnist'"):
+    with pytest.raises(DataError, match="dataset must be one of mnist, fashion-mnist, got 'cifar10'"):
         data.load_dataset("cifar10")
     with pytest.raises(DataError, match="'train' or 'test'"):
         data.load_dataset("mnist", split="valid")  # type: ignore[arg-type]

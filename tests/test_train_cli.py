@@ -73,7 +73,11 @@ def empty(tmp: Path) -> Path:
 
 # (id, argv built from the test's tmp folder, words the message must hold)
 CASES = [
-    ("unknown-dataset", lambda t: ["--dataset", "cifar10"], "--dataset must be one of mnist, fashion-mnist, got 'cifar10'"),
+    (
+        "unknown-dataset",
+        lambda t: ["--dataset", "cifar10"],
+        "--dataset must be one of mnist, fashion-mnist, got 'cifar10'",
+    ),
     ("missing-data-dir", lambda t: ["--train_data_dir", str(t / "nope")], "does not exist"),
     ("empty-data-dir", lambda t: ["--train_data_dir", str(empty(t))], "has no"),
     ("undecodable-images", lambda t: ["--train_data_dir", str(undecodable(t))], "could be read"),
@@ -117,7 +121,11 @@ CASES = [
         lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--eval_steps", "2"],
         "--eval_steps needs a built-in --dataset",
     ),
-    ("unknown-mixed-precision", lambda t: ["--mixed_precision", "fp8"], "--mixed_precision must be one of no, fp16, bf16, got 'fp8'"),
+    (
+        "unknown-mixed-precision",
+        lambda t: ["--mixed_precision", "fp8"],
+        "--mixed_precision must be one of no, fp16, bf16, got 'fp8'",
+    ),
     ("batch-over-data", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 4))], "fewer than one global"),
 ]
 
