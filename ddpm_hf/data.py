@@ -21,40 +21,20 @@ from PIL import Image, ImageOps
 
 from . import data_sources
 from .data_sources import DataError
+from .validate import check_choice, check_int  # re-exported: callers import them from here too
 
-__all__ = ["DataError", "ImageDataset", "check_int", "fit_image", "image_to_model_input", "to_model_range"]
+__all__ = [
+    "DataError",
+    "ImageDataset",
+    "check_choice",
+    "check_int",
+    "fit_image",
+    "image_to_model_input",
+    "to_model_range",
+]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _GRAYSCALE_MODES = ("1", "L", "LA")
-
-
-def check_int(name: str, value, low: int, high: int) -> int:
-    """``value`` as an int when it is an integer (3, 3.0 or a numpy integer) in [low, high].
-
-    Args:
-        name: what the value is, for the message.
-        value: the value to check; bools are refused.
-        low: smallest allowed value.
-        high: largest allowed value.
-
-    Returns:
-        ``int(value)``.
-
-    Raises:
-        ValueError: ``"{name} must be an integer in [low, high], got {value!r}"``.
-    """
-    ok = isinstance(value, (int, float, np.integer)) and not isinstance(value, bool) and float(value).is_integer()
-    if not ok or not low <= int(value) <= high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-    return int(value)
-
-
-def check_choice(name: str, value, choices: Iterable):
-    """``value`` when it is one of ``choices``; else ``ValueError("{name} must be one of a, b, got {value!r}")``."""
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
