@@ -21,11 +21,13 @@ SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def readable(value: float, digits: int = 3) -> str:
-    """``value`` to ``digits`` significant digits, small numbers as "9.35 × 10⁻⁷"."""
-    if value != 0 and not 1e-3 <= abs(value) < 1e5:
+    """``value`` to ``digits`` significant digits in one style: plain where that is short ("0.842", "12.5"), else
+    with a power of ten ("9.35 × 10⁻⁷", "1.00 × 10⁴"), never "1e+04"."""
+    plain = f"{value:.{digits}g}"
+    if value != 0 and ("e" in plain or not 1e-3 <= abs(value) < 1e3):
         mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
         return f"{mantissa} × 10{str(int(exponent)).translate(SUPERSCRIPTS)}"
-    return f"{value:.{digits}g}"
+    return plain
 
 
 def check_t(t, scheduler: DDPMHFScheduler) -> int:
@@ -81,8 +83,8 @@ def schedule_tables(scheduler: DDPMHFScheduler) -> dict[str, pd.DataFrame]:
         "rates": long(
             {
                 "ᾱₜ": s.alphas_cumprod,
-                "√ᾱₜ (signal rate)": s.sqrt_alphas_cumprod,
-                "√(1−ᾱₜ) (noise rate)": s.sqrt_one_minus_alphas_cumprod,
+                "√ᾱₜ (signal)": s.sqrt_alphas_cumprod,
+                "√(1−ᾱₜ) (noise)": s.sqrt_one_minus_alphas_cumprod,
             }
         ),
         "variances": long({"β̃ₜ / βₜ": s.posterior_variance.double() / s.betas.double()}, start=1),
@@ -99,8 +101,11 @@ class PosteriorResult:
     vb_term: float  # L_{t-1} (t > 0) or L_0 (t = 0) in bits/dim for this x_0 and ε
 
     def readout(self, t: int) -> str:
-        term = "L₀ (decoder)" if t == 0 else "Lₜ₋₁ = KL(q ‖ p_θ)"
-        return f"RMS(μ̃ₜ − μ_θ) = **{readable(self.mean_gap)}**; {term} = **{readable(self.vb_term)} bits/dim**"
+        term = "L₀ (decoder)" if t == 0 else "Lₜ₋₁ = KL(q ‖ pθ)"
+        line = f"RMS(μ̃ₜ − μθ) = **{readable(self.mean_gap)}**; {term} = **{readable(self.vb_term)} bits/dim**"
+        if t == 0:  # L_0 = -log p(x_0 | x_1) depends on the draw of x_1, and the bound draws its own
+            line += " for this draw of x₁ (ε from the seed); the bound's L₀ uses its own draw, so the two differ"
+        return line
 
 
 def posterior_step(model: Model, x0: torch.Tensor, t, variance, seed) -> PosteriorResult:
@@ -137,8 +142,10 @@ class BoundResult:
 
     def readout(self) -> str:
         return (
-            f"Bound L ≈ **{readable(self.total)} bits/dim** = L_T {readable(self.prior)} + L₀ {readable(self.decoder)}"
-            f" + Σ Lₜ₋₁ {readable(self.total - self.prior - self.decoder)} (from {len(self.curve) - 1} timesteps)"
+            f"Bound L ≈ **{readable(self.total)} bits/dim** = L<sub>T</sub> {readable(self.prior)} + "
+            f"L₀ {readable(self.decoder)} + Σ Lₜ₋₁ {readable(self.total - self.prior - self.decoder)}, from "
+            f"{len(self.curve) - 1} timesteps and one draw of ε per term (so L₀ here need not equal the posterior "
+            "step's at t = 0, which uses the seed's first draw)"
         )
 
 
