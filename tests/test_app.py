@@ -6,6 +6,7 @@ copied from the app.
 """
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from ddpm_hf import SAMPLERS, DDPMHFScheduler, load_pipeline, sample, save_pipel
 from ddpm_hf.data import load_test_sample, to_model_range
 from ddpm_hf.likelihood import vb_terms
 from ddpm_hf.models import build_unet
-from ddpm_hf.pictures import make_grid
+from ddpm_hf.pictures import forward_frames, make_grid
 from ddpm_hf.space import limits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,8 +205,15 @@ def test_forward_rates_are_the_schedulers(client, pipe):
     x0 = np.asarray(Image.open(x0_path).convert("L"))
     assert x0.shape == (256, 256)  # 28 px × 8 plus a 2 px border
     assert np.array_equal(x0[16:240:8, 16:240:8], digit)  # nearest-neighbour ×8 after the border: the test image
+    # the GIF: x_t at 30 timesteps from 0 to T-1 with the request's ε, its first and last frames the library's
+    timesteps = np.unique(np.linspace(0, 999, limits.ANIMATION_FRAMES).round().astype(int))
+    x0_tensor = to_model_range(load_test_sample("mnist").images[3:4])
+    first, last = forward_frames(pipe.scheduler, x0_tensor, [0, 999], seed=0, scale=8)
     with Image.open(gif_path) as gif:
-        assert gif.n_frames > 1
+        assert gif.n_frames == len(timesteps) == limits.ANIMATION_FRAMES
+        assert np.abs(np.asarray(gif.convert("L")).astype(int) - np.asarray(first.convert("L"))).max() <= 1
+        gif.seek(gif.n_frames - 1)
+        assert np.abs(np.asarray(gif.convert("L")).astype(int) - np.asarray(last.convert("L"))).max() <= 1
 
 
 def test_forward_converts_an_upload(client, tmp_path):
@@ -316,21 +324,22 @@ def test_inpainting_keeps_the_unpainted_part(client, tmp_path):
     kept = np.asarray(Image.open(kept_path).convert("L")).astype(int)[16:240:8, 16:240:8]  # x_0 as the model sees it
     assert kept[:, :14].max() > 200 and (kept[:, 14:] == 128).all()  # the digit's left half; the painted half grey
     assert np.abs(result[:, :14] - kept[:, :14]).max() <= 2  # the unpainted half comes back exactly
-    assert np.abs(result[:, 14:]).max() > 0  # the model filled in the rest
+    assert np.abs(result[:, 14:] - digit[:, 14:].astype(int)).max() > 64  # the painted half is the model's
 
 
 @pytest.mark.parametrize(
     "args, api, message",
     [
         (("../models", 2, "ddpm", 20, "fixed_small", 0), "/sample", "not in the list of choices"),
-        ((MODEL, 2, "ddpm", 0, "fixed_small", 0), "/sample", "less than minimum value 1"),
-        ((MODEL, 17, "ddpm", 20, "fixed_small", 0), "/sample", "greater than maximum value 16"),
+        ((MODEL, 2, "ddpm", 0, "fixed_small", 0), "/sample", "^Sampling steps must be ≥ 1, got 0$"),
+        ((MODEL, 17, "ddpm", 20, "fixed_small", 0), "/sample", "^Number of images must be ≤ 16, got 17$"),
+        ((MODEL, 2, "ddpm", 20, "fixed_small", -5), "/sample", "^Seed must be ≥ 0, got -5$"),
         ((MODEL, 2, "ddpm", 20, "fixed_small", 1.5), "/sample", r"seed must be an integer in \[0, 2147483647\]"),
         ((MODEL, 2, "ddpm", 20, "fixed_small", "abc"), "/sample", "Seed must be a number, got 'abc'"),
         ((MODEL, "two", "ddpm", 20, "fixed_small", 0), "/sample", "Number of images must be a number, got 'two'"),
         ((MODEL, 2, "euler", 20, "fixed_small", 0), "/sample", "not in the list of choices"),
         ((MODEL, 2, "ddpm", 20, "learned", 0), "/sample", "not in the list of choices"),
-        ((MODEL, 0, None, 1000, 0), "/forward", "greater than maximum value 999"),
+        ((MODEL, 0, None, 1000, 0), "/forward", "^t must be ≤ 999, got 1000$"),
         ((MODEL, 0, None, "ten", 0), "/forward", "t must be a number"),
         ((MODEL, 0, None, 10, 2.5), "/forward", "seed must be an integer"),
         ((MODEL, 0, 10, "fixed_small", 0.5), "/posterior", "seed must be an integer"),
@@ -357,3 +366,76 @@ def test_no_server_file_can_be_read(app_url, models_dir):
             response = httpx.get(app_url + prefix + path, timeout=10)
             assert response.status_code in (403, 404), (path, response.status_code)
             assert "root:" not in response.text and "unet" not in response.text
+
+
+def editor_component(app_url: str, label: str) -> int:
+    config = httpx.get(app_url + "config", timeout=10).json()
+    editors = [c for c in config["components"] if c.get("type") == "imageeditor"]
+    (found,) = [c["id"] for c in editors if c.get("props", {}).get("label") == label]
+    return found
+
+
+def send_blob(app_url: str, component: int, blob_id: str, kind: str, png: bytes, index=None) -> httpx.Response:
+    """What the browser's image editor does before a request: upload each picture as a blob under an id."""
+    fields = {"component_id": str(component), "session_hash": "blobtest", "fn_name": "accept_blobs"}
+    fields |= {"id": blob_id, "type": kind, "index": "null" if index is None else str(index)}
+    return httpx.post(
+        app_url + "gradio_api/component_server/", data=fields, files={"file": (f"{kind}.png", png)}, timeout=30
+    )
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("label, api", [("Your digit", "/sdedit"), ("Picture", "/inpaint")])
+def test_editor_blobs_are_checked_before_decoding(app_url, client, label, api):
+    """The editors' own uploads (blobs submitted by id) meet the same limits as files: a header declaring too many
+    pixels is refused before decoding, a second layer is refused, and so is a blob over the upload limit."""
+    component = editor_component(app_url, label)
+    huge = png_bytes(Image.new("L", (5000, 5000)))  # ~25 megapixels in a few KB
+    for kind in ("background", "composite"):
+        assert send_blob(app_url, component, f"huge-{label}", kind, huge).status_code == 200
+    args = (10, 1, 0) if api == "/sdedit" else (1, 0)
+    payload = {"background": None, "layers": [], "composite": None, "id": f"huge-{label}"}
+    with pytest.raises(AppError, match="5000×5000 pixels; the limit is 16 megapixels"):
+        client.predict(MODEL, payload, *args, api_name=api)
+
+    small = png_bytes(Image.new("RGBA", (28, 28), (255, 0, 0, 255)))
+    assert send_blob(app_url, component, "layers", "layer", small, index=0).status_code == 200
+    assert send_blob(app_url, component, "layers", "layer", small, index=1).status_code >= 400
+    assert send_blob(app_url, component, "layers", "layer", small, index=10**9).status_code >= 400
+    too_big = b"\x89PNG\r\n\x1a\n" + os.urandom(limits.MAX_UPLOAD_BYTES + 1024)
+    assert send_blob(app_url, component, "big", "background", too_big).status_code == 413
+
+
+def test_editor_files_at_most_one_layer(client, tmp_path):
+    background, layer = tmp_path / "digit.png", tmp_path / "mask.png"
+    Image.new("L", (28, 28), 255).save(background)
+    Image.new("RGBA", (28, 28), (255, 0, 0, 255)).save(layer)
+    image = {
+        "background": handle_file(str(background)),
+        "layers": [handle_file(str(layer)), handle_file(str(layer))],
+        "composite": handle_file(str(background)),
+    }
+    with pytest.raises(AppError, match="the picture has 2 layers; the limit is 1"):
+        client.predict(MODEL, image, 1, 0, api_name="/inpaint")
+
+
+def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(png_bytes(Image.new("L", (8, 8))) + os.urandom(limits.MAX_UPLOAD_BYTES + 1024))
+    with pytest.raises(Exception, match="(?i)size|413|large"):
+        client.predict(MODEL, 0, handle_file(str(big)), 10, 0, api_name="/forward")
+    assert client.predict(MODEL, 0, None, 10, 0, api_name="/forward")[4] > 0.99
+
+
+def test_sdedit_refuses_an_empty_drawing(client, tmp_path):
+    """A cleared canvas (all black, or transparent) is refused with a hint, not answered with black squares."""
+    for name, empty in [("black.png", Image.new("RGB", (280, 280))), ("clear.png", Image.new("RGBA", (280, 280)))]:
+        empty.save(tmp_path / name)
+        image = {"background": None, "layers": [], "composite": handle_file(str(tmp_path / name))}
+        with pytest.raises(AppError, match="^the drawing is empty"):
+            client.predict(MODEL, image, 100, 1, 0, api_name="/sdedit")

@@ -11,7 +11,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_app import running_app, write_tiny_model
+from gradio_client import Client
+from test_app import MODEL, running_app, write_tiny_model
+
+from ddpm_hf.space.images import KEEP_FILES
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -118,10 +121,16 @@ def test_a_result_is_shown_on_arrival(page, screenshot_dir):
     page.screenshot(path=screenshot_dir / "arrival-desktop.png", full_page=True)
 
 
-def test_one_sampling_step_and_the_scrubber(page):
-    visible_gif(page)
-    set_number(page, "Number of images", 2)
-    set_number(page, "Sampling steps", 1)
+def open_advanced(page) -> None:
+    """Show the steps and variance, folded away in an accordion."""
+    steps = page.get_by_label("number input for Sampling steps", exact=True)
+    if not steps.is_visible():
+        page.get_by_text("Advanced: steps and variance").first.click()
+    steps.wait_for(timeout=30_000)
+
+
+def sample_and_wait(page) -> None:
+    """Press Sample and wait for the run's GIF (a new one) to be shown."""
     old = page.locator("img[src$='.gif']:visible").first.get_attribute("src")
     page.get_by_role("button", name="Sample", exact=True).click()
     page.wait_for_function(
@@ -130,6 +139,14 @@ def test_one_sampling_step_and_the_scrubber(page):
         arg=old,
         timeout=120_000,
     )
+
+
+def test_one_sampling_step_and_the_scrubber(page):
+    visible_gif(page)
+    set_number(page, "Number of images", 2)
+    open_advanced(page)
+    set_number(page, "Sampling steps", 1)
+    sample_and_wait(page)
     page.get_by_text("the result x₀, after 1 step").first.wait_for(timeout=30_000)
     assert page.locator(".toast-body").count() == 0
     set_number(page, "Frame: the result x₀, after 1 step", 0)
@@ -218,5 +235,62 @@ def test_every_tab_is_reachable_and_captured(app_url, screenshot_dir, width):
             page.screenshot(path=screenshot_dir / f"tab-{name.split()[0].lower()}-{width}.png", full_page=True)
             width_px = page.evaluate("document.documentElement.scrollWidth")
             assert width_px <= viewport["width"] + 1, f"{name}: the page scrolls sideways ({width_px} px)"
+        browser.close()
+        assert not errors, errors
+
+
+def seed_value(page) -> int:
+    return int(page.get_by_label("Seed", exact=True).locator("visible=true").first.input_value())
+
+
+def test_each_sample_gets_a_new_seed_shown_for_replay(page):
+    visible_gif(page)
+    set_number(page, "Number of images", 1)
+    open_advanced(page)
+    set_number(page, "Sampling steps", 1)
+    seeds = []
+    for _ in range(2):
+        sample_and_wait(page)
+        seeds.append(seed_value(page))
+    assert seeds[0] != seeds[1] and 0 not in seeds, seeds
+    set_number(page, "Seed", seeds[0])  # typing a seed turns the new-seed choice off: it is replayed
+    assert not page.get_by_label("New seed each run").is_checked()
+
+
+def test_progress_counts_steps_and_stop_says_where_it_stopped(page):
+    visible_gif(page)
+    open_advanced(page)
+    set_number(page, "Sampling steps", 1000)
+    page.get_by_role("button", name="Sample", exact=True).click()
+    page.get_by_text("of 1000, t = ").first.wait_for(timeout=120_000)  # "step k of 1000, t = …; about … s left"
+    assert page.locator("img[src$='.gif']:visible").count() == 0, "the previous run's GIF is still shown"
+    page.get_by_role("button", name="Stop", exact=True).first.click()
+    page.get_by_text("Stopped at step").first.wait_for(timeout=30_000)
+    assert page.locator("img[src$='.gif']:visible").count() == 0
+
+
+def test_after_many_requests_the_showcase_stays_and_a_lost_frame_says_so(app_url):
+    """More than KEEP_FILES results rotate a run's GIF out: scrubbing it says so in a message; a new visitor still
+    gets the start-up result."""
+    with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        browser, page, errors = open_page(p, app_url, DESKTOP, profile)
+        visible_gif(page)
+        set_number(page, "Number of images", 1)
+        open_advanced(page)
+        set_number(page, "Sampling steps", 1)
+        sample_and_wait(page)
+        client = Client(app_url, verbose=False)
+        for seed in range(KEEP_FILES + 2):
+            client.predict(MODEL, 1, "ddpm", 1, "fixed_small", seed, api_name="/sample")
+        set_number(page, "Frame: the result x₀, after 1 step", 0)
+        assert "that animation is gone: run it again" in toast_text(page)
+        browser.close()
+        assert not errors, errors
+    with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        browser, page, errors = open_page(p, app_url, DESKTOP, profile)
+        visible_gif(page)
+        page.get_by_text("the result x₀, after").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        assert page.locator(".toast-body").count() == 0
         browser.close()
         assert not errors, errors

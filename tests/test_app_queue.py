@@ -2,6 +2,7 @@
 each served or told that the queue is full, while the app keeps answering."""
 
 import threading
+import time
 
 import pytest
 from gradio_client import Client
@@ -24,8 +25,11 @@ def test_a_quick_request_does_not_wait_behind_sampling(app_url):
     client = Client(app_url, verbose=False)
     client.predict(MODEL, 1, "ddpm", 1, "fixed_small", 0, api_name="/sample")  # the model is loaded
     job = client.submit(MODEL, 16, "ddpm", 1000, "fixed_small", 0, api_name="/sample")
+    deadline = time.monotonic() + 120
     while job.status().code not in (Status.PROCESSING, Status.ITERATING):
-        pass
+        assert not job.done(), f"the chain ended before it was seen running: {job.status()}"
+        assert time.monotonic() < deadline, f"the chain did not start within 120 s: {job.status()}"
+        time.sleep(0.05)
     signal = Client(app_url, verbose=False).predict(MODEL, 0, None, 10, 0, api_name="/forward")[4]
     assert signal > 0.99
     assert not job.done(), "the forward request was answered only after the 1000-step chain"

@@ -1,11 +1,12 @@
 """Streamed reverse chains for the Space: sampling, a user's picture through noise and back, and inpainting.
 
-Each run iterates ``ddpm_hf.sampling.reverse_chain`` and yields a ``Progress`` (the batch as it is now) every few
-steps and one ``Finished`` at the end (the result grid and a GIF of x_t beside x̂_0). Closing the iterator stops the
-chain at once: no thread runs behind it.
+Each run iterates ``ddpm_hf.sampling.reverse_chain`` and yields a ``Progress`` (the batch as it is now beside the
+x̂_0 it is heading to) every few steps and one ``Finished`` at the end (the result grid and a GIF of x_t beside x̂_0).
+Closing the iterator stops the chain at once: no thread runs behind it.
 """
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 
 from .. import data, pictures
 from ..samplers import VARIANCES
-from ..sampling import Trajectory, initial_noise, reverse_chain, seed_generators
+from ..sampling import ChainStep, Trajectory, initial_noise, reverse_chain, seed_generators
 from .images import animation_scale, grid_scale, new_file, picture
 from .limits import ANIMATION_FRAMES, MAX_IMAGES, PREVIEWS, SAMPLER_NAMES, SEED_RANGE, STEP_RANGE
 from .registry import Model
@@ -48,11 +49,29 @@ def check_request(num_images, sampler, num_inference_steps, variance, seed, mode
 
 @dataclass
 class Progress:
-    """The batch x_{t-1} after ``step`` steps, the last one from ``timestep``, as a grid."""
+    """After ``step`` steps, the last one from ``timestep``: the batch x_{t-1} beside its predicted x̂_0, as one
+    picture; ``seconds`` since the chain started, for an estimate of the time left."""
 
     step: int
     timestep: int
     grid: Image.Image
+    seconds: float = 0.0
+    total: int | None = None  # the chain's length where it is known before it runs (None for SDEdit)
+
+    def describe(self, start_timestep: int | None = None) -> str:
+        """"step 12 of 50, t = 780; about 9 s left" (for SDEdit, the time left from how far t has come down)."""
+        if self.total is not None:
+            left = self.seconds / self.step * (self.total - self.step)
+            return f"step {self.step} of {self.total}, t = {self.timestep}; {about(left)}"
+        done = (start_timestep or 0) - self.timestep
+        left = self.seconds / done * self.timestep if done > 0 else None
+        return f"step {self.step}, t = {self.timestep} (counting down to 0); {about(left)}"
+
+
+def about(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating the time left"
+    return "almost done" if seconds < 1 else f"about {seconds:.0f} s left"
 
 
 @dataclass
@@ -70,6 +89,7 @@ def run_chain(
     x0: torch.Tensor | None = None,
     start_timestep: int | None = None,
     keep: torch.Tensor | None = None,
+    rotate: bool = True,
 ) -> Iterator[Progress | Finished]:
     """Stream one reverse chain.
 
@@ -80,6 +100,10 @@ def run_chain(
         start_timestep: SDEdit (Meng et al. 2022): start at x_t ~ q(x_t | x0) for this t instead of at x_T.
         keep: inpainting mask (1, 1, H, W), 1 where x0 is kept; elsewhere the model fills in (RePaint without
             resampling, Lugmayr et al. 2022).
+        rotate: False for the GIF of the result shown on arrival, which no later request may rotate out.
+
+    Yields:
+        ``Progress`` every few steps, then one ``Finished``.
     """
     unet, n, steps = model.pipe.unet, request.num_images, request.num_inference_steps
     generators = seed_generators(request.seed, n)
@@ -104,14 +128,16 @@ def run_chain(
     )
     nrow, size = math.ceil(math.sqrt(n)), model.size
     capture_every, preview_every = max(1, math.ceil(steps / ANIMATION_FRAMES)), max(1, steps // PREVIEWS)
-    trajectory, captured, last = Trajectory(), [], None
+    trajectory, captured, last, started = Trajectory(), [], None, time.monotonic()
+    total = steps if start_timestep is None else None
     try:
         for item in chain:
             if item.index % capture_every == 0:
                 trajectory.add(item)
                 captured.append(item.index + 1)
             if item.index == 0 or (item.index + 1) % preview_every == 0:
-                yield Progress(item.index + 1, item.timestep, picture(item.x_prev, grid_scale(size), nrow=nrow))
+                seconds = time.monotonic() - started
+                yield Progress(item.index + 1, item.timestep, preview(item, nrow, size), seconds, total)
             last = item
     finally:
         chain.close()
@@ -123,10 +149,11 @@ def run_chain(
         f"the result x₀, after {done} step{'s' * (done != 1)}"
     ]
     frames = pictures.denoising_frames(trajectory, nrow, animation_scale(size))
-    yield Finished(picture(result, grid_scale(size), nrow=nrow), pictures.save_gif(frames, new_file(".gif")), labels)
+    gif = pictures.save_gif(frames, new_file(".gif", rotate=rotate))
+    yield Finished(picture(result, grid_scale(size), nrow=nrow), gif, labels)
 
 
-def showcase(model: Model, request: ChainRequest) -> Finished:
-    """A whole run, for the result a visitor sees on arrival."""
-    *_, finished = run_chain(model, request)
-    return finished
+def preview(step: ChainStep, nrow: int, size: int) -> Image.Image:
+    """The batch after ``step`` beside the x̂_0 it predicts, as in the GIF's frames."""
+    now = Trajectory(timesteps=[step.timestep], x_t=[step.x_prev.float().cpu()], pred_x0=[step.pred_x0.float().cpu()])
+    return pictures.denoising_frames(now, nrow, grid_scale(size))[0]

@@ -3,10 +3,16 @@ message (an API caller's wrong type, a file that is not an image, an image too l
 
 import functools
 import inspect
+from io import BytesIO
 
 import gradio as gr
+from gradio.components.base import server
+from gradio.components.image_editor import AcceptBlobs
 
 from . import images
+from .limits import MAX_LAYERS, MAX_UPLOAD_BYTES
+
+MAX_PENDING_PICTURES = 256  # editor uploads held for a request that has not come yet, over all visitors
 
 
 def user_errors(fn):
@@ -36,9 +42,16 @@ def user_errors(fn):
     return function
 
 
-def check_number(label, payload) -> None:
-    if payload is not None and (isinstance(payload, bool) or not isinstance(payload, (int, float))):
+def check_number(label, payload, minimum=None, maximum=None) -> None:
+    """Refuse a value that is not a number or is out of range, naming the input ("Seed must be ≥ 0, got -5")."""
+    if payload is None:
+        return
+    if isinstance(payload, bool) or not isinstance(payload, (int, float)):
         raise gr.Error(f"{label} must be a number, got {payload!r}")
+    if minimum is not None and payload < minimum:
+        raise gr.Error(f"{label} must be ≥ {minimum:g}, got {payload:g}")
+    if maximum is not None and payload > maximum:
+        raise gr.Error(f"{label} must be ≤ {maximum:g}, got {payload:g}")
 
 
 class Number(gr.Number):
@@ -47,7 +60,7 @@ class Number(gr.Number):
     is_template = True
 
     def preprocess(self, payload):
-        check_number(self.label, payload)
+        check_number(self.label, payload, self.minimum, self.maximum)
         return super().preprocess(payload)
 
 
@@ -57,7 +70,7 @@ class Slider(gr.Slider):
     is_template = True
 
     def preprocess(self, payload):
-        check_number(self.label, payload)
+        check_number(self.label, payload, self.minimum, self.maximum)
         return super().preprocess(payload)
 
 
@@ -81,12 +94,55 @@ class Picture(gr.Image):
         return super().preprocess(payload)
 
 
+def check_blobs(*blobs) -> None:
+    """``check_files`` for the bytes the image editor uploads on its own (``accept_blobs``)."""
+    for blob in blobs:
+        if blob is not None:
+            if len(blob) > MAX_UPLOAD_BYTES:
+                raise gr.Error(f"the picture is larger than the limit of {MAX_UPLOAD_BYTES // 2**20} MB")
+            try:
+                images.check_upload(BytesIO(blob))
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+
+
 class Canvas(gr.ImageEditor):
-    """An image editor input with the same checks on every layer."""
+    """An image editor input with the same checks on every picture it is sent, as files or as the blobs the browser
+    uploads beside the request, and at most ``MAX_LAYERS`` layers."""
 
     is_template = True
 
     def preprocess(self, payload):
-        if payload is not None:
-            check_files(payload.background, payload.composite, *payload.layers)
+        if payload is None:
+            return None
+        if payload.id is not None:
+            cached = self.blob_storage.get(payload.id)
+            if cached is not None:
+                if len(cached.layers) > MAX_LAYERS:
+                    self.blob_storage.pop(payload.id, None)
+                    raise gr.Error(f"the picture has {len(cached.layers)} layers; the limit is {MAX_LAYERS}")
+                try:
+                    check_blobs(cached.background, cached.composite, *cached.layers)
+                except gr.Error:
+                    self.blob_storage.pop(payload.id, None)
+                    raise
+        if len(payload.layers) > MAX_LAYERS:
+            raise gr.Error(f"the picture has {len(payload.layers)} layers; the limit is {MAX_LAYERS}")
+        check_files(payload.background, payload.composite, *payload.layers)
         return super().preprocess(payload)
+
+    @server
+    def accept_blobs(self, data: AcceptBlobs):
+        """The editor's own upload of a picture: refused before it is stored when it is a layer beyond
+        ``MAX_LAYERS`` (an index chosen by the caller would otherwise grow a list) or larger than the upload limit."""
+        index = data.data.get("index")
+        if data.data.get("type") == "layer" and index not in (None, "null") and not str(index).isdigit():
+            raise gr.Error(f"a layer's index must be a whole number, got {index!r}")
+        if data.data.get("type") == "layer" and index not in (None, "null") and int(index) >= MAX_LAYERS:
+            raise gr.Error(f"the limit is {MAX_LAYERS} layer")
+        if data.files and len(data.files[0][1]) > MAX_UPLOAD_BYTES:
+            raise gr.Error(f"the picture is larger than the limit of {MAX_UPLOAD_BYTES // 2**20} MB")
+        # pictures sent for a request that never came: forget the oldest
+        while data.data.get("id") not in self.blob_storage and len(self.blob_storage) >= MAX_PENDING_PICTURES:
+            self.blob_storage.pop(next(iter(self.blob_storage)))
+        return super().accept_blobs(data)

@@ -3,7 +3,9 @@
 Each handler's parameter names are its API parameter names. ``ValueError`` messages reach the user as ``gr.Error``.
 """
 
+import random
 import threading
+import time
 
 import gradio as gr
 from PIL import Image
@@ -22,6 +24,7 @@ class Handlers:
         self.models = models
         self.first = next(iter(models.sources), None)
         self._showcase: dict = {}
+        self._showcase_progress: chains.Progress | None = None  # the start-up run as it goes
         self._showcase_ready = threading.Event()
 
     @user_errors
@@ -31,16 +34,49 @@ class Handlers:
         request = chains.check_request(num_images, sampler, num_inference_steps, variance, seed, m)
         yield from stream(chains.run_chain(m, request), progress)
 
+    def pick_seed(self, randomize, seed):
+        """A new seed when ``randomize`` is on (shown in the box, so it can be replayed), else the box's."""
+        return random.randint(*limits.SEED_RANGE) if randomize else seed
+
+    @user_errors
+    def compare(self, model, num_images, sampler_a, steps_a, sampler_b, steps_b, seed):
+        """Two samplers from the same x_T: the first grid, then both.
+
+        Yields:
+            The two result grids (the second skipped until it is done).
+        """
+        m = self.models.get(model)
+        grids = []
+        for sampler, steps in ((sampler_a, steps_a), (sampler_b, steps_b)):
+            request = chains.check_request(num_images, sampler, steps, limits.DEFAULT_VARIANCE, seed, m)
+            *_, done = chains.run_chain(m, request)
+            grids.append(done.grid)
+            yield grids[0], grids[1] if len(grids) > 1 else gr.skip()
+
+    def stopped(self, state):
+        """What Stop leaves: a line saying where the chain stopped, and no panel of an earlier run.
+
+        Returns:
+            The status line, then the GIF, scrubber, frame and state cleared.
+        """
+        where = f" at step {state['step']} of {state['total'] or '?'} (t = {state['timestep']})" if state else ""
+        line = f"**Stopped{where}.** The grid shows the chain where it stopped; press the button again for a new run."
+        return line, None, idle_scrubber(), None, None
+
     @user_errors
     def sdedit(self, model, image, t, num_images, seed, progress=PROGRESS):
         """Noise the picture to x_t ~ q(x_t | x_0), then run the DDPM chain back from t (SDEdit)."""
         m = self.models.get(model)
         x0, note = images.to_x0(sketch_of(image), m.size, m.channels, white_on_black=m.dataset is not None)
+        if float(x0.max() - x0.min()) < 0.1:
+            raise ValueError("the drawing is empty: draw a digit in white on the black canvas, or upload a picture")
         t = views.check_t(t, m.scheduler)
-        request = chains.check_request(num_images, "ddpm", 100, limits.DEFAULT_VARIANCE, seed, m)
+        T = m.scheduler.config.num_train_timesteps
+        steps = limits.SDEDIT_STEPS if t >= T // limits.SDEDIT_STEPS else T  # below one stride: every timestep
+        request = chains.check_request(num_images, "ddpm", steps, limits.DEFAULT_VARIANCE, seed, m)
         shown = images.picture(x0), views.forward_process(m.scheduler, x0, t, seed).x_t, note or "used as drawn"
         yield *shown, *[gr.skip()] * 5
-        for outputs in stream(chains.run_chain(m, request, x0, start_timestep=t), progress):
+        for outputs in stream(chains.run_chain(m, request, x0, start_timestep=t), progress, start_timestep=t):
             yield *shown, *outputs  # every update carries them: a client's result is the last update
 
     @user_errors
@@ -74,8 +110,29 @@ class Handlers:
             return None
         return gr.skip()
 
+    def digit_upload(self, payload):
+        """A picture given to the Your digit tab: onto the canvas when it is a readable image; otherwise cleared, with
+        the Forward tab's message in the note and every output of an earlier run cleared.
+
+        Returns:
+            The canvas, the upload box, the note, x_0, x_t and the chain's outputs (grid, GIF, scrubber, frame, state).
+        """
+        cleared = (None, None, None, None, idle_scrubber(), None, None)
+        try:
+            images.check_upload(payload["path"])
+            with Image.open(payload["path"]) as picture:
+                picture = picture.convert("RGBA")
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            message = str(e) if isinstance(e, ValueError) else "the upload is not an image this app can read"
+            gr.Warning(message)
+            return gr.skip(), None, message, *cleared
+        canvas = {"background": picture, "layers": [], "composite": picture}
+        return canvas, None, "uploaded: press the button", *cleared
+
+    @user_errors
     def show_frame(self, index, state):
-        if not state:
+        """Frame ``index`` of the GIF in ``state``, and the scrubber's label for it."""
+        if not state or "animation" not in state:
             return gr.skip(), gr.skip()
         frame = images.animation_frame(state["animation"], index)
         return frame, gr.Slider(label=f"Frame: {state['labels'][int(index)]}")
@@ -115,7 +172,8 @@ class Handlers:
             return f"**{model or 'no model'}** cannot be used: {e}"
 
     def prepare_showcase(self) -> None:
-        """Load the first model and sample the default request once, so the first page shows a result."""
+        """Load the first model and sample the default request once, so the first page shows a result; its progress
+        is shown to visitors who arrive before it is done."""
         try:
             model = self.models.get(self.first)
             request = chains.check_request(
@@ -126,26 +184,57 @@ class Handlers:
                 limits.DEFAULT_SEED,
                 model,
             )
-            self._showcase[self.first] = chains.showcase(model, request)
+            for update in chains.run_chain(model, request, rotate=False):
+                if isinstance(update, chains.Progress):
+                    self._showcase_progress = update
+                else:
+                    self._showcase[self.first] = update
         except ValueError:
             pass  # the model cannot load: the page says so in its model line
         finally:
             self._showcase_ready.set()
 
+    @user_errors
     def arrival(self, model):
-        self._showcase_ready.wait(timeout=120)
+        """The start-up result for a new visitor; while it is being made, the chain as it goes and a line saying so.
+
+        Yields:
+            grid, GIF, scrubber, frame, state and the status line.
+        """
+        deadline, shown = time.monotonic() + 300, None
+        if not self._showcase_ready.is_set():
+            yield *(gr.skip(),) * 5, "Making the first result: loading the model…"
+        while not self._showcase_ready.wait(timeout=0.5) and time.monotonic() < deadline:
+            now = self._showcase_progress
+            if now is not None and now is not shown:
+                line = f"Making the first result: {limits.DEFAULT_IMAGES} images from pure noise, {now.describe()}."
+                yield now.grid, gr.skip(), gr.skip(), gr.skip(), gr.skip(), line
+                shown = now
         done = self._showcase.get(model)
-        return finished_outputs(done) if done else (gr.skip(),) * 5
+        yield *(finished_outputs(done) if done else (gr.skip(),) * 5), ""
 
 
-def stream(run, progress) -> tuple:
-    """Outputs (grid, GIF, scrubber, frame, state) for each update of a chain run."""
+def stream(run, progress, start_timestep: int | None = None) -> tuple:
+    """Outputs (grid, GIF, scrubber, frame, state) for each update of a chain run: the first clears the panels of an
+    earlier run; the state says how far the chain has come (for Stop)."""
+    first = True
     for update in run:
         if isinstance(update, chains.Progress):
-            progress(None, desc=f"step {update.step}, t = {update.timestep}")
-            yield update.grid, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            text = update.describe(start_timestep)
+            if update.total:
+                progress((update.step, update.total), desc=text, unit="steps")
+            else:
+                progress(1 - update.timestep / max(start_timestep or 1, 1), desc=text)
+            state = {"step": update.step, "total": update.total, "timestep": update.timestep}
+            stale = (None, idle_scrubber(), None) if first else (gr.skip(),) * 3
+            yield update.grid, stale[0], stale[1], stale[2], state
+            first = False
         else:
             yield finished_outputs(update)
+
+
+def idle_scrubber() -> gr.Slider:
+    return gr.Slider(0, 1, value=1, step=1, interactive=False, label="Frame (after the run)")
 
 
 def finished_outputs(done: chains.Finished) -> tuple:

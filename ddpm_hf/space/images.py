@@ -7,6 +7,7 @@ import tempfile
 import threading
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -19,11 +20,15 @@ from .registry import Model, test_images
 KEEP_FILES = 64
 
 
-def check_upload(path: str | Path) -> None:
+def check_upload(file: str | Path | BinaryIO) -> None:
     """Refuse a file that is not an image, or whose header declares more than ``MAX_UPLOAD_PIXELS`` pixels (checked
-    before decoding: a 172 KB PNG can hold a 13300×13300 image)."""
+    before decoding: a 172 KB PNG can hold a 13300×13300 image).
+
+    Args:
+        file: a path, or the bytes of an upload as a binary file (the image editor's blobs).
+    """
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             width, height = image.size
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise ValueError("the upload is not an image this app can read: use a PNG, JPEG, WebP or GIF file") from None
@@ -105,13 +110,25 @@ _file_ids = itertools.count()
 _file_lock = threading.Lock()
 
 
-def new_file(suffix: str) -> Path:
-    """A fresh path in ``workdir()``; the oldest files beyond ``KEEP_FILES`` are deleted (names count up)."""
+def new_file(suffix: str, rotate: bool = True) -> Path:
+    """A fresh path in ``workdir()``.
+
+    Args:
+        suffix: the file's suffix (".gif").
+        rotate: True for a request's file: the oldest such files beyond ``KEEP_FILES`` are deleted (names count up).
+            False for a file that must outlive any traffic (the result shown on arrival): it is never rotated out.
+
+    Returns:
+        The path, not yet written.
+    """
     with _file_lock:
-        files = sorted(workdir().iterdir())
+        number = next(_file_ids)
+        if not rotate:
+            return workdir() / f"kept-{number:08d}{suffix}"
+        files = sorted(p for p in workdir().iterdir() if p.stem.isdigit())
         for old in files[: max(0, len(files) - KEEP_FILES + 1)]:
             old.unlink(missing_ok=True)
-        return workdir() / f"{next(_file_ids):08d}{suffix}"
+        return workdir() / f"{number:08d}{suffix}"
 
 
 def animation_frame(path: str | Path, index: int) -> Image.Image:

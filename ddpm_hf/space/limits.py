@@ -4,7 +4,10 @@ MAX_IMAGES = 16
 STEP_RANGE = (1, 1000)
 SEED_RANGE = (0, 2**31 - 1)
 DEFAULT_VARIANCE = "fixed_small"  # σ_t² = β̃_t, the paper's choice
-VARIANCE_LABELS = {"fixed_small": "β̃ₜ (fixed_small)", "fixed_large": "βₜ (fixed_large)"}
+VARIANCE_LABELS = {  # announced by meaning; the API name last
+    "fixed_small": "β̃ₜ: the true posterior's variance (fixed_small)",
+    "fixed_large": "βₜ: the forward step's variance (fixed_large)",
+}
 # What the visitor is looking at, and its default step count. The defaults come from `python -m ddpm_hf.evaluate`
 # on models/ddpm-mnist (README, "Evaluation"; N = 1000): the paper's chain at 50 steps, classifier-FID 1.96× its
 # real floor; the SDE form of DPM-Solver++ at 20, 1.52× in 2.3× less time; DPM-Solver++ at 20, 2.60×. The
@@ -21,12 +24,32 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLER_INFO)  # the dropdown's order
 DEFAULT_SAMPLER = "ddpm"
 DEFAULT_IMAGES = 16
 DEFAULT_SEED = 0
+SDEDIT_STEPS = 100  # the strided DDPM chain of Your digit (a small t runs every timestep below it)
 ANIMATION_FRAMES = 30  # captured steps in a denoising GIF (plus the starting x)
 PREVIEWS = 20  # streamed grids per run
 BOUND_POINTS = 50  # timesteps of the bound's stratified estimate (and its plotted curve)
 MAX_UPLOAD_BYTES = 5 * 2**20
 MAX_UPLOAD_PIXELS = 4096 * 4096
+MAX_LAYERS = 1  # the image editors: a drawing or a mask, nothing more
+# Disk: Gradio's cache of results and uploads is swept every CACHE_SWEEP seconds of files older than CACHE_AGE, so a
+# file lives at most 20 min; a client may make QUICK_BURST quick requests at once, then QUICK_PER_MINUTE a minute. A
+# forward request caches 0.34 MB (two PNGs and a 30-frame GIF, measured), so one client at the limit holds at most
+# (20 + 30 × 20) × 0.34 MB ≈ 210 MB.
+CACHE_SWEEP, CACHE_AGE = 300, 900
+QUICK_PER_MINUTE, QUICK_BURST = 30, 20
+# ZeroGPU: seconds a chain holds the GPU, sized from the measured CPU time of the shipped UNet (16 images, one forward
+# 42 ms on 2 cores; a GPU is faster), plus start-up and the GIF.
+GPU_SECONDS_PER_STEP, GPU_SECONDS_FIXED = 0.05, 10
 
 
 def default_steps(sampler: str) -> int:
     return SAMPLER_INFO.get(sampler, ("", 50))[1]
+
+
+def gpu_seconds(num_inference_steps) -> int:
+    """Seconds a chain of ``num_inference_steps`` may hold a ZeroGPU device (1000 steps: 60 s)."""
+    try:
+        steps = min(max(int(num_inference_steps), 1), STEP_RANGE[1])
+    except (TypeError, ValueError):  # refused later with its message; the GPU is then held only briefly
+        steps = 1
+    return round(GPU_SECONDS_FIXED + GPU_SECONDS_PER_STEP * steps)
