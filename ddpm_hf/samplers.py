@@ -9,7 +9,10 @@ Samplers (all built ``from_config`` of the model's scheduler, so they share its 
     "sde-dpm++"  the same with algorithm_type="sde-dpmsolver++": the stochastic (SDE) form of DPM-Solver++ as
                  diffusers implements it, which adds fresh noise each step as the paper's chain does
 
-η is chosen by the name (``ETA``). Precision: "float32", "bfloat16" or "float16" autocast for the network's
+η is chosen by the name (``ETA``). A strided chain of n < T steps takes its timesteps by ``timestep_spacing``;
+``ddpm_hf.sampling`` asks for "trailing" (T−1, T−1−T/n, …), so every chain starts from x_T however few its steps
+(Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"); "leading", diffusers'
+default, starts a 1-step chain at t = 0. Precision: "float32", "bfloat16" or "float16" autocast for the network's
 forward (the scheduler's arithmetic is always float32), or "auto": bfloat16 on a CPU with native bfloat16
 instructions (AVX512-BF16 or AMX) and on CUDA devices that support it (else float16), float32 elsewhere.
 """
@@ -21,17 +24,23 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from .data import check_choice
-from .scheduling_ddpm_hf import DDPMHFScheduler
+from .scheduling_ddpm_hf import DDPMHFScheduler, TimestepSpacing
 
 Sampler = Literal["ddpm", "ddim", "ddim-eta1", "dpm++", "sde-dpm++"]
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 Variance = Literal["fixed_small", "fixed_large"]
 SAMPLERS, PRECISIONS, VARIANCES = get_args(Sampler), get_args(Precision), get_args(Variance)
+SPACINGS = get_args(TimestepSpacing)
 ETA = {"ddim": 0.0, "ddim-eta1": 1.0}  # DDIM's η per sampler name (Song et al. 2021, eq. 16)
 DPM_ALGORITHM = {"dpm++": "dpmsolver++", "sde-dpm++": "sde-dpmsolver++"}  # DPM-Solver's algorithm_type per name
 
 
-def make_sampler(scheduler: DDPMHFScheduler, sampler: str, variance: str | None = None):
+def make_sampler(
+    scheduler: DDPMHFScheduler,
+    sampler: str,
+    variance: str | None = None,
+    timestep_spacing: TimestepSpacing | None = None,
+):
     """A fresh scheduler for ``sampler`` with ``scheduler``'s configuration, and the keyword arguments of its ``step``.
 
     Args:
@@ -39,6 +48,8 @@ def make_sampler(scheduler: DDPMHFScheduler, sampler: str, variance: str | None 
         sampler: one of ``SAMPLERS``.
         variance: σ_t² of the "ddpm" chain, "fixed_small" (β̃_t) or "fixed_large" (β_t); None keeps the
             scheduler's. The other samplers have no such choice and ignore it.
+        timestep_spacing: how a strided chain picks its timesteps ("trailing", "leading", "linspace", as in
+            diffusers); None keeps the scheduler's. Every spacing gives all T timesteps when T steps are asked.
 
     Returns:
         (scheduler, step_kwargs).
@@ -46,14 +57,18 @@ def make_sampler(scheduler: DDPMHFScheduler, sampler: str, variance: str | None 
     check_choice("sampler", sampler, SAMPLERS)
     if variance is not None:
         check_choice("variance", variance, VARIANCES)
+    config = scheduler.config
+    spacing = {} if timestep_spacing is None else {"timestep_spacing": timestep_spacing}
+    if timestep_spacing is not None:
+        check_choice("timestep_spacing", timestep_spacing, SPACINGS)
     if sampler == "ddpm":
         overrides = {} if variance is None else {"variance_type": variance}
-        return DDPMHFScheduler.from_config(scheduler.config, **overrides), {}
+        return DDPMHFScheduler.from_config(config, **spacing, **overrides), {}
     if sampler in DPM_ALGORITHM:
         return DPMSolverMultistepScheduler.from_config(
-            scheduler.config, algorithm_type=DPM_ALGORITHM[sampler], solver_order=2
+            config, **spacing, algorithm_type=DPM_ALGORITHM[sampler], solver_order=2
         ), {}
-    return DDIMScheduler.from_config(scheduler.config), {"eta": ETA[sampler]}
+    return DDIMScheduler.from_config(config, **spacing), {"eta": ETA[sampler]}
 
 
 def cpu_has_native_bf16() -> bool:

@@ -5,7 +5,8 @@ the caller may stop early or ``close()`` it. Each step runs under ``torch.infere
 across a ``yield``. It also starts part-way (SDEdit: ``start_timestep``, Meng et al. 2022) and keeps a known region
 (inpainting without resampling: ``known``, Lugmayr et al. 2022). ``sample`` draws x_T exactly as diffusers'
 ``DDPMPipeline`` does, so the "ddpm" sampler in float32 gives the pipeline's images for the same UNet, scheduler
-config and seed, and adds a per-step callback and a trajectory of x_t and x̂_0 captured every k steps.
+config and seed (strided chains here use "trailing" timesteps: give the pipeline's scheduler the same spacing), and
+adds a per-step callback and a trajectory of x_t and x̂_0 captured every k steps.
 """
 
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from .samplers import SAMPLERS, Precision, Sampler, Variance, autocast, make_sampler, resolve_precision
-from .scheduling_ddpm_hf import DDPMHFScheduler
+from .scheduling_ddpm_hf import DDPMHFScheduler, TimestepSpacing
 
 OutputType = Literal["pil", "np", "pt"]
 __all__ = ["SAMPLERS", "ChainStep", "Variance", "initial_noise", "reverse_chain", "sample", "seed_generators"]
@@ -115,6 +116,7 @@ def reverse_chain(
     start_timestep: int | None = None,
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
     precision: Precision = "auto",
+    timestep_spacing: TimestepSpacing | None = "trailing",
 ) -> Iterator[ChainStep]:
     """Run the reverse chain from ``sample``, one ``ChainStep`` per step.
 
@@ -131,11 +133,13 @@ def reverse_chain(
         known: (x0_known, mask), mask 1 where x_0 is known: after each step, x_prev there is replaced by a fresh
             draw of q(x_s | x0_known) (x0_known itself after the last step), for every sampler.
         precision: the network's autocast precision (``ddpm_hf.samplers``); the scheduler's arithmetic is float32.
+        timestep_spacing: the timesteps of a strided chain; "trailing" (the default) starts every chain at T−1,
+            so even 1 step maps pure noise to x̂_0; None keeps the scheduler's own (diffusers' "leading").
 
     Yields:
         ``ChainStep`` per step; x_prev of the last one is the result.
     """
-    chain, step_kwargs = make_sampler(scheduler, sampler, variance)
+    chain, step_kwargs = make_sampler(scheduler, sampler, variance, timestep_spacing)
     timesteps = _chain_timesteps(chain, num_inference_steps, start_timestep, scheduler.config.num_train_timesteps)
     device = unet.device
     dtype = resolve_precision(precision, device)
@@ -179,6 +183,7 @@ def sample(
     callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
     capture_every: int = 0,
     precision: Precision = "auto",
+    timestep_spacing: TimestepSpacing | None = "trailing",
 ) -> SampleOutput:
     """Sample ``batch_size`` images from p_θ (consumes ``reverse_chain``).
 
@@ -195,6 +200,8 @@ def sample(
         callback: called after every step as ``callback(i, t, x_{t-1}, x̂_0)``.
         capture_every: keep x_t and x̂_0 every this many steps (and the last) in ``trajectory``; 0 keeps none.
         precision: the network's autocast precision ("auto", "float32", "bfloat16", "float16"; ``ddpm_hf.samplers``).
+        timestep_spacing: "trailing" (default: a strided chain starts at T−1), "leading" or "linspace" as in
+            diffusers, or None for the scheduler's own; all give the same 1000-step chain.
 
     Returns:
         ``SampleOutput(images, trajectory)``.
@@ -209,6 +216,7 @@ def sample(
         generator = seed_generators(seed, batch_size) if isinstance(batch_size, int) else None
     x = initial_noise(unet, batch_size, generator)
     options = {"sampler": sampler, "variance": variance, "generator": generator, "precision": precision}
+    options["timestep_spacing"] = timestep_spacing
     chain = reverse_chain(unet, scheduler, x, num_inference_steps=num_inference_steps, **options)
     trajectory = Trajectory() if capture_every else None
     step = None

@@ -8,6 +8,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from PIL import Image
 
 from ddpm_hf import DDPMHFScheduler, sample
+from ddpm_hf.sampling import reverse_chain
 
 
 @pytest.mark.parametrize("steps", [10, 100])
@@ -23,7 +24,7 @@ def test_same_images_as_ddpmpipeline_for_the_same_seed(steps):
         output_type="np",
         precision="float32",
     ).images
-    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler.config))
+    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(scheduler.config, timestep_spacing="trailing"))
     pipe.set_progress_bar_config(disable=True)
     theirs = pipe(3, generator=torch.Generator().manual_seed(5), num_inference_steps=steps, output_type="np").images
     assert ours.shape == theirs.shape == (3, 16, 16, 1)
@@ -43,8 +44,40 @@ def test_our_scheduler_inside_ddpmpipeline_gives_the_same_images():
         num_inference_steps=20,
         output_type="np",
         precision="float32",
+        timestep_spacing=None,  # the scheduler's own ("leading"), as the pipeline runs it
     ).images
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++", "sde-dpm++"])
+@pytest.mark.parametrize("steps", [1, 2, 5, 50])
+def test_strided_chains_start_at_the_last_timestep(sampler, steps):
+    unet, scheduler = tiny_unet(), DDPMHFScheduler()
+    chain = reverse_chain(unet, scheduler, torch.randn(1, 1, 16, 16), num_inference_steps=steps, sampler=sampler)
+    timesteps = [step.timestep for step in chain]
+    assert len(timesteps) == steps and timesteps[0] == 999
+    assert timesteps[-1] == 1000 // steps - 1  # the last step lands on x_0 from t = T/n - 1
+
+
+def test_a_one_step_ddpm_chain_returns_x0_hat_from_pure_noise():
+    unet, scheduler = tiny_unet(), DDPMHFScheduler()
+    x_T = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    (step,) = reverse_chain(unet, scheduler, x_T, num_inference_steps=1, precision="float32")
+    with torch.no_grad():
+        eps = unet(x_T, 999).sample
+    ab = scheduler.alphas_cumprod[999]
+    x0_hat = ((x_T - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)  # Ho et al. 2020, eq. 15, clipped
+    torch.testing.assert_close(step.x_prev, x0_hat, atol=1e-5, rtol=1e-5)
+
+
+def test_the_full_chain_is_the_same_under_every_spacing():
+    unet = tiny_unet()
+    runs = [
+        sample(unet, DDPMHFScheduler(), 1, seed=3, num_inference_steps=1000, output_type="pt", timestep_spacing=s)
+        for s in ("trailing", "leading", None)
+    ]
+    torch.testing.assert_close(runs[0].images, runs[1].images, atol=0, rtol=0)
+    torch.testing.assert_close(runs[0].images, runs[2].images, atol=0, rtol=0)
 
 
 def test_per_image_seeds_do_not_depend_on_batch_size():
