@@ -37,6 +37,60 @@ def sweep_table(result: dict) -> list[str]:
     return lines
 
 
+def _scored(result: dict) -> dict[tuple[str, int], dict]:
+    """Every scored sample set of one evaluation, the main one and the sweep's, by (sampler, steps)."""
+    main = {(result["sampler"], result["steps"]): result["generated"]}
+    return main | {(e["sampler"], e["steps"]): e for e in result["sweep"]}
+
+
+def models_table(results: dict[str, dict]) -> list[str]:
+    """The default models side by side, as the README shows them: one column per model (name → its eval.json),
+    rows for the bound and for each scored sampler (classifier-FID with its ratio to the real floor, IS, confident
+    share), then the real floor."""
+    scored = {name: _scored(r) for name, r in results.items()}
+    lines = ["| | " + " | ".join(f"`{name}`" for name in results) + " |", "|---" * (len(results) + 1) + "|"]
+
+    def row(label: str, cell) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(name, r) for name, r in results.items()) + " |")
+
+    def quality(q: dict | None, floor: dict) -> str:
+        if q is None:
+            return "–"
+        ratio = q["fid"] / floor["fid"]
+        return f"{q['fid']:.1f} ({ratio:.2f}×) / {q['inception_score']:.2f} / {q['confident_share']:.3f}"
+
+    row("N samples; timesteps", lambda name, r: f"{r['num_samples']}; {r.get('timestep_spacing', 'leading')}")
+    row("NLL bound, bits/dim ↓", lambda name, r: f"{r['nll']['mean']:.3f} ± {r['nll']['standard_error']:.3f}")
+    keys = {key for found in scored.values() for key in found}
+    for sampler, steps in sorted(keys, key=lambda k: (k[0] != "ddpm", -k[1])):
+        row(
+            f"{sampler} {steps} steps: FID (× floor) / IS / confident share",
+            lambda name, r, key=(sampler, steps): quality(scored[name].get(key), r["train_floor"]),
+        )
+    row("real floor: FID / IS / confident share", lambda name, r: quality(r["train_floor"], r["train_floor"]))
+    row(
+        "test images: IS / confident share",
+        lambda name, r: f"{r['test']['inception_score']:.2f} / {r['test']['confident_share']:.3f}",
+    )
+    return lines
+
+
+def bound_estimator(nll: dict) -> str:
+    """How the bound was estimated, in words: exact small-t terms plus per-image strata, or shared strata."""
+    if "exact_timesteps" not in nll:
+        return f"{nll['num_timesteps']} stratified timesteps shared by each batch"
+    return f"t ≤ {nll['exact_timesteps']} exact, {nll['num_timesteps']} strata above with t drawn per image"
+
+
+def readme_table(models_dir: str | Path = "models") -> str:
+    """The README's table of the shipped DDPMs, from each ``<models_dir>/ddpm-*/eval.json``."""
+    import json
+
+    folders = sorted(p for p in Path(models_dir).glob("ddpm-*") if (p / "eval.json").is_file())
+    folders.sort(key=lambda p: p.name != "ddpm-mnist")  # the app's default first
+    return "\n".join(models_table({p.name: json.loads((p / "eval.json").read_text()) for p in folders}))
+
+
 def format_report(result: dict) -> str:
     """Render ``evaluate``'s result as markdown (deterministic apart from the sweep's wall-time column).
 
@@ -58,11 +112,11 @@ def format_report(result: dict) -> str:
     nll = result["nll"]
     if nll is not None:
         lines += [
-            "| negative log-likelihood (variational bound) | mean | standard error | N test images | K timesteps |",
+            "| negative log-likelihood (variational bound) | mean | standard error | N test images | estimator |",
             "|---|---|---|---|---|",
             (
                 f"| bits/dim ↓ | {nll['mean']:.4f} | {nll['standard_error']:.4f} | {nll['num_images']} | "
-                f"{nll['num_timesteps']} |"
+                f"{bound_estimator(nll)} |"
             ),
             "",
         ]

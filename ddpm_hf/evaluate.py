@@ -1,9 +1,8 @@
 """How good is a trained DDPM? Likelihood of test images and classifier-based quality of its samples.
 
-- Negative log-likelihood: the variational bound (Ho et al. 2020, eq. 5; ``ddpm_hf.likelihood``) in bits/dim on
-  test images, estimated per image from K stratified timesteps (unbiased). The standard error is across images;
-  the images of a batch share their K timesteps (redrawn per batch), so it slightly understates the part of the
-  spread that comes from sampling timesteps.
+- Negative log-likelihood: the variational bound (Ho et al. 2020, eq. 5; ``ddpm_hf.likelihood.estimate_bound``) in
+  bits/dim on test images: the terms at t ≤ S summed exactly, the rest from K strata with a timestep drawn per image
+  (unbiased). The standard error is across images and includes the timestep draw.
 - Sample quality, judged by the dataset's classifier (``ddpm_hf.classifier``) in place of an ImageNet network
   (``ddpm_hf.metrics``): classifier-FID, classifier Inception Score and confident share. A train subset against the
   test images gives the real-vs-real floor of each number at the same N.
@@ -28,10 +27,10 @@ import torch
 from .classifier import load_classifier, predict
 from .cli import build_parser, input_error, setting
 from .data import BUILT_IN, check_choice, check_int, load_dataset, to_model_range
-from .likelihood import variational_bound
+from .likelihood import estimate_bound
 from .metrics import quality
 from .pipeline_io import load_pipeline
-from .sampling import SAMPLERS, sample
+from .sampling import SAMPLERS, STRIDED_SPACING, sample
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -53,7 +52,10 @@ class EvalConfig:
     samplers: tuple[str, ...] = setting((), "samplers of the sweep, e.g. ddpm,ddim,dpm++ (default: --sampler)")
     steps_sweep: tuple[int, ...] = setting((), "step counts of the sweep, e.g. 10,20,50,100,250,1000")
     nll_images: int = setting(1000, "test images for the likelihood bound (0: skip)")
-    nll_timesteps: int = setting(100, "K stratified timesteps per image for the bound")
+    nll_timesteps: int = setting(
+        50, "K strata of the bound's timesteps above --nll_exact_timesteps, one t per image each"
+    )
+    nll_exact_timesteps: int = setting(50, "S: the bound's terms at t = 1..S are summed exactly (the largest ones)")
     seed: int = setting(0, "seeds the samples, the test/train subsets and the bound's timesteps and noise")
     batch_size: int = setting(250, "images per sampling / likelihood batch")
     classifier: str | None = setting(None, "classifier folder (default: models/<dataset>-classifier)")
@@ -99,24 +101,28 @@ def generate(
 
 
 def negative_log_likelihood(
-    unet, scheduler, images_uint8: torch.Tensor, num_timesteps: int, seed: int, batch_size: int
+    unet, scheduler, images_uint8: torch.Tensor, exact_timesteps: int, num_timesteps: int, seed: int, batch_size: int
 ) -> dict:
-    """Variational bound in bits/dim per image (K stratified timesteps per batch, redrawn for each batch).
+    """The variational bound in bits/dim: mean over images of ``estimate_bound`` and its standard error.
 
     Returns:
-        Dict with ``mean``, ``standard_error`` (across images), ``num_images`` and ``num_timesteps``.
+        Dict with ``mean``, ``standard_error`` (across images, including the timestep draw), ``num_images``,
+        ``exact_timesteps`` (S) and ``num_timesteps`` (K).
     """
     generator, totals = torch.Generator().manual_seed(seed), []
     for start in range(0, len(images_uint8), batch_size):
         x0 = to_model_range(images_uint8[start : start + batch_size]).to(unet.device)
-        totals.append(variational_bound(unet, scheduler, x0, num_timesteps=num_timesteps, generator=generator).total)
-        print(f"[nll K={num_timesteps}] {start + len(x0)}/{len(images_uint8)} images", file=sys.stderr, flush=True)
+        options = {"exact_timesteps": exact_timesteps, "num_timesteps": num_timesteps, "generator": generator}
+        totals.append(estimate_bound(unet, scheduler, x0, **options))
+        done = f"{start + len(x0)}/{len(images_uint8)}"
+        print(f"[nll S={exact_timesteps} K={num_timesteps}] {done} images", file=sys.stderr, flush=True)
     total = torch.cat(totals).double()
     se = float(total.std() / len(total) ** 0.5) if len(total) > 1 else float("nan")
     return {
         "mean": float(total.mean()),
         "standard_error": se,
         "num_images": len(total),
+        "exact_timesteps": exact_timesteps,
         "num_timesteps": num_timesteps,
     }
 
@@ -166,7 +172,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     T = scheduler.config.num_train_timesteps
     for count in (cfg.steps, *cfg.steps_sweep):
         check_int("steps", count, 1, T)
-    check_int("nll_timesteps", cfg.nll_timesteps, 1, T)
+    check_int("nll_exact_timesteps", cfg.nll_exact_timesteps, 0, T - 1)
+    check_int("nll_timesteps", cfg.nll_timesteps, 1, max(1, T - 1 - cfg.nll_exact_timesteps))
     size, channels = unet.config.sample_size, unet.config.in_channels
     wanted = (classifier_model.config["image_size"], classifier_model.config["in_channels"])
     if (size, channels) != wanted:
@@ -186,6 +193,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     result = {
         **settings,
         "model": shown,
+        "timestep_spacing": STRIDED_SPACING,
         "classifier": str(classifier_path),
         "classifier_test_accuracy": classifier_model.config.get("test_accuracy"),
         "test": {**judge(test.images[test_index[: cfg.num_samples]]), "fid": 0.0},  # the reference itself
@@ -200,7 +208,8 @@ def evaluate(cfg: EvalConfig) -> dict:
             unet,
             scheduler,
             test.images[test_index[: cfg.nll_images]],
-            min(cfg.nll_timesteps, T - 1),
+            cfg.nll_exact_timesteps,
+            cfg.nll_timesteps,
             cfg.seed,
             cfg.batch_size,
         )

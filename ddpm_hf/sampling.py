@@ -23,6 +23,7 @@ from .samplers import SAMPLERS, Precision, Sampler, Variance, autocast, make_sam
 from .scheduling_ddpm_hf import DDPMHFScheduler, TimestepSpacing
 
 OutputType = Literal["pil", "np", "pt"]
+STRIDED_SPACING = "trailing"  # the timesteps of strided chains here: every chain starts at T - 1
 __all__ = ["SAMPLERS", "ChainStep", "Variance", "initial_noise", "reverse_chain", "sample", "seed_generators"]
 
 
@@ -116,7 +117,7 @@ def reverse_chain(
     start_timestep: int | None = None,
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
     precision: Precision = "auto",
-    timestep_spacing: TimestepSpacing | None = "trailing",
+    timestep_spacing: TimestepSpacing | None = STRIDED_SPACING,
 ) -> Iterator[ChainStep]:
     """Run the reverse chain from ``sample``, one ``ChainStep`` per step.
 
@@ -183,7 +184,7 @@ def sample(
     callback: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
     capture_every: int = 0,
     precision: Precision = "auto",
-    timestep_spacing: TimestepSpacing | None = "trailing",
+    timestep_spacing: TimestepSpacing | None = STRIDED_SPACING,
 ) -> SampleOutput:
     """Sample ``batch_size`` images from p_θ (consumes ``reverse_chain``).
 

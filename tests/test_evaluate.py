@@ -163,6 +163,8 @@ def test_cli_prints_every_row_and_is_reproducible(tiny_mnist_pipeline: Path, tmp
         "16",
         "--nll_timesteps",
         "4",
+        "--nll_exact_timesteps",
+        "2",
         "--seed",
         "1",
         "--batch_size",
@@ -172,8 +174,8 @@ def test_cli_prints_every_row_and_is_reproducible(tiny_mnist_pipeline: Path, tmp
     for row in ROWS:
         assert row in out
     assert "N = 16 generated" in out and "num_inference_steps = 5" in out and "seed = 1" in out
-    assert "| 5 |" in out and "| 3 |" in out and "| 16 | 4 |" in out
-    assert "[sample ddpm steps=5] batch 2/2" in err and "[nll K=4] 16/16" in err
+    assert "| 5 |" in out and "| 3 |" in out and "| 16 | t ≤ 2 exact, 4 strata above" in out
+    assert "[sample ddpm steps=5] batch 2/2" in err and "[nll S=2 K=4] 16/16" in err
     again, _ = run_cli(capsys, *args)
     assert strip_times(again) == strip_times(out)
     result = json.loads((tmp_path / "a.json").read_text())
