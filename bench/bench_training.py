@@ -53,7 +53,7 @@ def main() -> None:
     )  # never written: prepare() writes nothing, and run() is not called
     r = prepare(cfg)
     images, peak_after_prepare = r.data.images, peak_rss_mib()
-    accelerator, unet, ema = r.accelerator, r.unet, r.parts["ema"]
+    accelerator, unet, ema = r.accelerator, r.unet, r.ema
     unet.train()
 
     def data_path(step: int) -> None:
@@ -68,7 +68,7 @@ def main() -> None:
     timed_steps = range(args.warmup, args.warmup + args.steps)
     step_s = [timed(lambda s=s: one_step(s)) for s in timed_steps]
     data_s = [timed(lambda s=s: data_path(s)) for s in timed_steps]
-    ema_s = [timed(lambda: ema.step(r.parts["model"].parameters())) for _ in timed_steps]
+    ema_s = [timed(lambda: ema.step(r.model.parameters())) for _ in timed_steps]
 
     step_total, data_total, ema_total = sum(step_s), sum(data_s), sum(ema_s)
     n_params = sum(p.numel() for p in unet.parameters())

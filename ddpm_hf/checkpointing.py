@@ -1,12 +1,17 @@
-"""Training checkpoints: ``accelerator.save_state`` plus EMA weights and the loop's position, written atomically.
+"""Training checkpoints: ``accelerator.save_state`` plus EMA weights, the loop's position and what defines the run,
+written atomically; each a function of the run's ``TrainState``.
 
 A checkpoint is the folder ``checkpoint-<step>``. It is written as ``.tmp-checkpoint-<step>``, its files and the folder
 are flushed to disk (fsync), and only then is it renamed into place and older checkpoints pruned; so a crash (even
 ``kill -9`` or a power cut) never leaves a ``checkpoint-*`` that looks complete but is not, and never loses the last
-complete one. The next run deletes the ``.tmp-*`` leftovers. EMA weights are stored by parameter name; checkpoints
-that stored them by position (``shadow.<i>``) still load.
+complete one. The next run deletes the ``.tmp-*`` leftovers. EMA weights are stored by parameter name.
+``training_state.json`` holds the step, the LR schedule's position and the run definition
+(``ddpm_hf.train_state.run_definition``): a resume under settings that define another run is refused by name, and a
+checkpoint without a definition (written by an older version) resumes with a warning that it could not be checked.
 Everything is loaded without unpickling arbitrary objects: model weights and EMA weights are safetensors, the loop
-state is JSON, and accelerate loads the optimizer with ``weights_only=True``.
+state is JSON, and accelerate loads the optimizer with ``weights_only=True``. Every file is checked for damage first
+(JSON, safetensors headers, the zip archives of torch files), and a damaged checkpoint's message names the newest
+sound one before it.
 """
 
 import json
@@ -16,13 +21,11 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from accelerate import Accelerator
-from diffusers.training_utils import EMAModel
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from .pipeline_io import fsync_path, fsync_tree
+from .train_state import TrainState, check_resume, run_definition
 
 STATE_FILE = "training_state.json"
 EMA_FILE = "ema_model.safetensors"
@@ -40,38 +43,32 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(
-    accelerator: Accelerator, output_dir: Path, step: int, parts: dict, total_limit: int | None
-) -> Path:
-    """Write ``checkpoint-<step>`` atomically (all processes call this) and prune the oldest beyond ``total_limit``.
-
-    Args:
-        accelerator: saves model, optimizer and RNG states.
-        output_dir: the run's folder.
-        step: the global step just completed.
-        parts: ``{"lr_scheduler": ..., "ema": EMAModel | None, "model": the unwrapped model}``.
-        total_limit: keep this checkpoint and the newest ``total_limit - 1`` others; None keeps all.
+def save_checkpoint(state: TrainState) -> Path:
+    """Write ``checkpoint-<state.step>`` atomically (all processes call this) and prune the oldest beyond
+    ``--checkpoints_total_limit`` (that many are kept, this one included).
 
     Returns:
         The checkpoint folder.
     """
-    final, tmp = output_dir / f"checkpoint-{step}", output_dir / f".tmp-checkpoint-{step}"
+    accelerator, output_dir, total_limit = state.accelerator, state.output_dir, state.cfg.checkpoints_total_limit
+    final, tmp = output_dir / f"checkpoint-{state.step}", output_dir / f".tmp-checkpoint-{state.step}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()  # every process has written its random_states_<rank>.pkl into tmp
     if accelerator.is_main_process:
-        ema, lr_scheduler = parts["ema"], parts["lr_scheduler"]
-        if ema is not None:
-            names = [name for name, _ in parts["model"].named_parameters()]
-            save_file({n: p.detach().cpu().contiguous() for n, p in zip(names, ema.shadow_params)}, tmp / EMA_FILE)
-        state = {
-            "global_step": step,
-            "lr_scheduler": {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"},
-            "ema_optimization_step": None if ema is None else int(ema.optimization_step),
+        if state.ema is not None:
+            names = [name for name, _ in state.model.named_parameters()]
+            shadow = {n: p.detach().cpu().contiguous() for n, p in zip(names, state.ema.shadow_params)}
+            save_file(shadow, tmp / EMA_FILE)
+        saved = {
+            "global_step": state.step,
+            "lr_scheduler": {k: v for k, v in state.lr_scheduler.state_dict().items() if k != "lr_lambdas"},
+            "ema_optimization_step": None if state.ema is None else int(state.ema.optimization_step),
+            "run": run_definition(state),
         }
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        (tmp / STATE_FILE).write_text(json.dumps(saved, indent=2))
         fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
@@ -108,47 +105,90 @@ def resolve_checkpoint(output_dir: Path, resume_from_checkpoint: str) -> Path:
     return path
 
 
-def _check_zip_files(path: Path) -> None:
-    """Refuse a truncated or garbled torch file (a zip archive) before torch parses it."""
-    for file in sorted(path.glob("*.bin")):
-        with zipfile.ZipFile(file) as archive:
-            if (bad := archive.testzip()) is not None:
-                raise zipfile.BadZipFile(f"{file.name}: member {bad} is damaged")
+def check_files(path: Path) -> dict:
+    """Read ``path``'s loop state and check every file for damage without loading any weights.
+
+    Returns:
+        The parsed ``training_state.json``.
+
+    Raises:
+        One of ``_UNREADABLE``: a file is missing, truncated or garbled.
+    """
+    state = json.loads((path / STATE_FILE).read_text())
+    int(state["global_step"])
+    for file in sorted([*path.glob("*.safetensors"), *path.glob("*.bin"), *path.glob("*.pt")]):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), "pt") as weights:  # the header must describe exactly the bytes that follow
+                    weights.keys()
+                continue
+            with zipfile.ZipFile(file) as archive:  # torch files (optimizer, GradScaler) are zip archives
+                if (bad := archive.testzip()) is not None:
+                    raise zipfile.BadZipFile(f"member {bad} is damaged")
+        except (SafetensorError, zipfile.BadZipFile, EOFError) as e:
+            raise ValueError(f"{file.name}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    return state
 
 
-def _load_ema(ema: EMAModel, model: nn.Module, file: Path) -> None:
-    """Copy the EMA weights from ``file``: by parameter name, or by position (``shadow.<i>``, older checkpoints)."""
+def previous_sound_checkpoint(path: Path) -> Path | None:
+    """The newest checkpoint before ``path`` in its folder whose files pass ``check_files``, or None."""
+    step = int(_NAME.match(path.name).group(1)) if _NAME.match(path.name) else None
+    for candidate in reversed(list_checkpoints(path.parent)):
+        if step is not None and int(_NAME.match(candidate.name).group(1)) >= step:
+            continue
+        try:
+            check_files(candidate)
+        except _UNREADABLE:
+            continue
+        return candidate
+    return None
+
+
+def _load_ema(state: TrainState, file: Path) -> None:
+    """Copy the EMA weights, stored by parameter name, from ``file`` into ``state.ema``."""
     shadow = load_file(file)
-    names = [name for name, _ in model.named_parameters()]
-    if "shadow.0" in shadow:
-        names = [f"shadow.{i}" for i in range(len(names))]
+    names = [name for name, _ in state.model.named_parameters()]
     missing = [name for name in names if name not in shadow]
     if missing or len(shadow) != len(names):
         raise ValueError(f"{EMA_FILE} holds {len(shadow)} tensors that do not match the model's {len(names)}")
-    for name, p in zip(names, ema.shadow_params):
+    for name, p in zip(names, state.ema.shadow_params):
         p.data.copy_(shadow[name].to(p.device))
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, parts: dict) -> int:
-    """Restore model, optimizer, LR schedule and EMA from ``path`` (``parts`` as for ``save_checkpoint``).
+def load_checkpoint(state: TrainState, path: Path) -> int:
+    """Restore model, optimizer, LR schedule and EMA from ``path`` into ``state``.
 
     Returns:
         The global step to continue from.
 
     Raises:
-        ValueError: a file is missing, truncated or garbled.
+        ValueError: a file is missing, truncated or garbled (the message names the newest sound checkpoint before
+            it), or the checkpoint's run was defined by other settings (the message names them).
     """
     try:
-        state = json.loads((path / STATE_FILE).read_text())
-        step = int(state["global_step"])
-        _check_zip_files(path)
-        accelerator.load_state(str(path))
-        lr_scheduler, ema = parts["lr_scheduler"], parts["ema"]
-        lr_scheduler.load_state_dict({**lr_scheduler.state_dict(), **state["lr_scheduler"]})
-        if ema is not None:
-            _load_ema(ema, parts["model"], path / EMA_FILE)
-            ema.optimization_step = int(state["ema_optimization_step"] or 0)
+        saved = check_files(path)
     except _UNREADABLE as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"checkpoint {path} is incomplete or corrupt: {reason}") from None
-    return step
+        raise ValueError(_corrupt(path, e)) from None
+    check_resume(saved.get("run"), state, path)
+    try:
+        state.accelerator.load_state(str(path))
+        lr_scheduler = state.lr_scheduler
+        lr_scheduler.load_state_dict({**lr_scheduler.state_dict(), **saved["lr_scheduler"]})
+        if state.ema is not None:
+            _load_ema(state, path / EMA_FILE)
+            state.ema.optimization_step = int(saved["ema_optimization_step"] or 0)
+    except _UNREADABLE as e:
+        raise ValueError(_corrupt(path, e)) from None
+    return int(saved["global_step"])
+
+
+def _corrupt(path: Path, error: BaseException) -> str:
+    """The one-line message for a damaged checkpoint, naming the newest sound one before it."""
+    reason = (str(error).splitlines() or [type(error).__name__])[0]
+    previous = previous_sound_checkpoint(path)
+    advice = (
+        f"the previous sound checkpoint is {previous.name}: resume with --resume_from_checkpoint {previous}"
+        if previous
+        else "no earlier sound checkpoint is left"
+    )
+    return f"checkpoint {path} is incomplete or corrupt: {reason}; {advice}"

@@ -60,8 +60,35 @@ def _default(field: dataclasses.Field) -> Any:
     return field.default
 
 
+def add_flags(parser: argparse.ArgumentParser, config_cls: type) -> argparse.ArgumentParser:
+    """Add one ``--name`` flag per field of ``config_cls`` to ``parser`` (bools are switches, ``list[str]`` fields
+    repeat, fields whose metadata says ``positional=True`` are positional arguments).
+
+    Args:
+        parser: the parser (or subcommand parser) to extend.
+        config_cls: a dataclass whose fields were made with ``setting``.
+
+    Returns:
+        ``parser``; ``vars(parser.parse_args())`` (less any subcommand name) builds ``config_cls``.
+    """
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        text, default = field.metadata.get("help", ""), _default(field)
+        if field.metadata.get("positional"):
+            parser.add_argument(field.name, help=text)
+        elif hints[field.name] is bool:
+            parser.add_argument("--" + field.name, action="store_true", default=default, help=text)
+        elif typing.get_origin(hints[field.name]) is list:
+            parser.add_argument("--" + field.name, action="append", default=default, help=f"{text} (repeatable)")
+        else:
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            kind = _flag_type(hints[field.name])
+            parser.add_argument("--" + field.name, type=kind, default=default, help=f"{text} (default: {shown})")
+    return parser
+
+
 def build_parser(config_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` with one ``--name`` flag per field of ``config_cls`` (bools are switches).
+    """An ``ArgumentParser`` with one ``--name`` flag per field of ``config_cls`` (``add_flags``).
 
     Args:
         config_cls: a dataclass whose fields were made with ``setting``.
@@ -71,17 +98,7 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
     Returns:
         The parser; ``vars(parser.parse_args())`` builds ``config_cls``.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    hints = typing.get_type_hints(config_cls)
-    for field in dataclasses.fields(config_cls):
-        text, default = field.metadata.get("help", ""), _default(field)
-        if hints[field.name] is bool:
-            parser.add_argument("--" + field.name, action="store_true", default=default, help=text)
-            continue
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        kind = _flag_type(hints[field.name])
-        parser.add_argument("--" + field.name, type=kind, default=default, help=f"{text} (default: {shown})")
-    return parser
+    return add_flags(argparse.ArgumentParser(prog=prog, description=description), config_cls)
 
 
 def input_error(prog: str, error: Exception) -> int:

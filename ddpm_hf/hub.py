@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData, create_repo, upload_folder
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, create_repo, repo_info, upload_folder, whoami
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 
+from .cli import add_flags, input_error, setting
 from .data import BUILT_IN
 from .eval_report import sweep_table
 
@@ -201,6 +205,62 @@ def write_model_card(folder: str | Path, info: dict, **options) -> Path:
     return path
 
 
+def check_push_access(repo_id: str, token: str | None, private: bool = False) -> str:
+    """Check before training that a push to ``repo_id`` can succeed: the repo id's form, the token (``whoami``),
+    that it may write (not a read-only token; the repo's namespace is the user's or one of their organisations'), and
+    that ``private`` does not ask for a private repo where a public one exists (``create_repo`` would keep it public).
+
+    A fine-grained token's per-repo permissions are not read here; a push it may not make fails at the end.
+
+    Args:
+        repo_id: ``namespace/name``, or ``name`` for the token owner's namespace.
+        token: the Hub token, or None for HF_TOKEN / the cached login.
+        private: whether the repo is meant to be private (``--hub_private_repo``).
+
+    Returns:
+        The full repo id.
+
+    Raises:
+        ValueError: one line naming the flag or the token and what is wrong.
+    """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ValueError(f"--hub_model_id {repo_id!r} is not a valid repo id: {_first_line(e)}") from None
+    try:
+        user = whoami(token=token)
+    except HfHubHTTPError as e:
+        raise ValueError(f"--push_to_hub: the Hub refused the token ({_first_line(e)})") from None
+    except OSError as e:
+        raise ValueError(f"--push_to_hub: could not reach the Hub to check the token ({_first_line(e)})") from None
+    if user.get("auth", {}).get("accessToken", {}).get("role") == "read":
+        raise ValueError(f"--push_to_hub: the token of {user['name']} is read-only; use one with write access")
+    namespace, _, name = repo_id.rpartition("/")
+    namespace = namespace or user["name"]
+    writable = [user["name"], *(org["name"] for org in user.get("orgs", []))]
+    if namespace not in writable:
+        raise ValueError(
+            f"--hub_model_id {repo_id}: the token of {user['name']} cannot write to {namespace!r} "
+            f"(it may write to {', '.join(writable)})"
+        )
+    full_id = f"{namespace}/{name}"
+    try:
+        existing = repo_info(full_id, token=token)
+    except RepositoryNotFoundError:
+        return full_id  # created by the push
+    except (HfHubHTTPError, OSError) as e:
+        raise ValueError(f"--hub_model_id {full_id}: could not read the repo ({_first_line(e)})") from None
+    if private and not existing.private:
+        raise ValueError(
+            f"--hub_private_repo: {full_id} exists and is public; make it private on the Hub or drop the flag"
+        )
+    return full_id
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def push_to_hub(out: Path, repo_id: str, token: str | None, private: bool = False) -> str:
     """Create ``repo_id`` if needed and upload the pipeline files and card (``PUSH_ALLOW``); returns the commit URL."""
     create_repo(repo_id, token=token, private=private, exist_ok=True)
@@ -214,28 +274,44 @@ def push_to_hub(out: Path, repo_id: str, token: str | None, private: bool = Fals
     return str(commit)
 
 
+@dataclass
+class CardSettings:
+    """``python -m ddpm_hf.hub card``'s arguments."""
+
+    folder: str = setting(None, "the pipeline folder", positional=True)
+    eval_json: str | None = setting(None, "results written by `python -m ddpm_hf.evaluate --output_json`")
+    history: list[str] = setting(help="a line of the model's history", default_factory=list)
+    repo_id: str | None = setting(None, "the Hub repo the card is for")
+
+
+def render_folder_card(settings: CardSettings) -> Path:
+    """Rewrite ``settings.folder``/README.md from its ``training_info.json``, the evaluation JSON and the pictures
+    present; returns the card's path."""
+    folder = Path(settings.folder)
+    info = json.loads((folder / TRAINING_INFO).read_text()) if (folder / TRAINING_INFO).is_file() else {}
+    results = json.loads(Path(settings.eval_json).read_text()) if settings.eval_json else None
+    history = settings.history or (results or {}).get("history") or info.get("history")
+    grid = SAMPLE_GRID if (folder / SAMPLE_GRID).is_file() else None
+    plot = SWEEP_PLOT if (folder / SWEEP_PLOT).is_file() else None
+    return write_model_card(
+        folder, info, repo_id=settings.repo_id, grid=grid, eval_results=results, history=history, plot=plot
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``card FOLDER --eval_json FILE [--history TEXT ...] [--repo_id ID]`` rewrites FOLDER/README.md."""
     parser = argparse.ArgumentParser(prog="python -m ddpm_hf.hub", description="Model cards for pipeline folders.")
     commands = parser.add_subparsers(dest="command", required=True)
-    card = commands.add_parser("card", help="render FOLDER/README.md from training_info.json and evaluation JSON")
-    card.add_argument("folder", help="the pipeline folder")
-    card.add_argument("--eval_json", help="results written by `python -m ddpm_hf.evaluate --output_json`")
-    card.add_argument("--history", action="append", default=[], help="a line of the model's history (repeatable)")
-    card.add_argument("--repo_id", help="the Hub repo the card is for")
-    args = parser.parse_args(argv)
-    folder = Path(args.folder)
+    add_flags(
+        commands.add_parser("card", help="render FOLDER/README.md from training_info.json and evaluation JSON"),
+        CardSettings,
+    )
+    args = vars(parser.parse_args(argv))
+    del args["command"]
     try:
-        info = json.loads((folder / TRAINING_INFO).read_text()) if (folder / TRAINING_INFO).is_file() else {}
-        results = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
-        history = args.history or (results or {}).get("history") or info.get("history")
-        grid = SAMPLE_GRID if (folder / SAMPLE_GRID).is_file() else None
-        plot = SWEEP_PLOT if (folder / SWEEP_PLOT).is_file() else None
-        path = write_model_card(
-            folder, info, repo_id=args.repo_id, grid=grid, eval_results=results, history=history, plot=plot
-        )
+        path = render_folder_card(CardSettings(**args))
     except (OSError, ValueError, KeyError) as e:
-        parser.exit(2, f"{parser.prog}: error: {str(e).splitlines()[0]}\n")
+        return input_error(parser.prog, e)
     print(path)
     return 0
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -11,8 +12,9 @@ from typing import get_args
 from huggingface_hub import get_token
 
 from .cli import setting
-from .data import BUILT_IN, check_choice, check_int
+from .data import BUILT_IN
 from .scheduling_ddpm_hf import PredictionType
+from .validate import check_choice, check_float, check_int
 
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
@@ -99,7 +101,11 @@ class TrainConfig:
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Refuse bad settings before anything is written (``ValueError`` naming the flag)."""
+    """Refuse bad settings before anything is written: every flag is checked here, each ``ValueError`` names it.
+
+    Hub access (token, write rights, repo visibility) is checked by ``ddpm_hf.hub.check_push_access`` when training
+    is prepared, as it needs the network.
+    """
     sources = [bool(cfg.train_data_dir), bool(cfg.dataset_name)]
     if sum(sources) > 1:
         raise ValueError("give at most one of --train_data_dir and --dataset_name")
@@ -118,12 +124,26 @@ def check_config(cfg: TrainConfig) -> None:
     ):
         if getattr(cfg, key) is not None:
             check_int("--" + key, getattr(cfg, key), 1, 1 << 40)
+    check_int("--resolution", cfg.resolution, 1, 1 << 16)
+    check_int("--seed", cfg.seed, 0, 2**32 - 1)
+    check_int("--lr_warmup_steps", cfg.lr_warmup_steps, 0, 1 << 40)
+    check_int("--ddpm_num_inference_steps", cfg.ddpm_num_inference_steps, 1, cfg.ddpm_num_steps)
     check_int("--eval_num_samples", cfg.eval_num_samples, 2, 10000)
     check_int("--eval_inference_steps", cfg.eval_inference_steps, 1, cfg.ddpm_num_steps)
     if cfg.max_train_steps is None and cfg.num_epochs is None:
         raise ValueError("give --max_train_steps or --num_epochs")
-    if cfg.snr_gamma is not None and not cfg.snr_gamma > 0:
-        raise ValueError(f"--snr_gamma must be > 0, got {cfg.snr_gamma}")
+    positive = {"open_low": True, "open_high": True}
+    check_float("--learning_rate", cfg.learning_rate, 0, math.inf, **positive)
+    check_float("--adam_beta1", cfg.adam_beta1, 0, 1, open_high=True)
+    check_float("--adam_beta2", cfg.adam_beta2, 0, 1, open_high=True)
+    check_float("--adam_weight_decay", cfg.adam_weight_decay, 0, math.inf, open_high=True)
+    check_float("--adam_epsilon", cfg.adam_epsilon, 0, math.inf, open_high=True)
+    check_float("--max_grad_norm", cfg.max_grad_norm, 0, math.inf, open_high=True)
+    check_float("--ema_max_decay", cfg.ema_max_decay, 0, 1)
+    check_float("--ema_inv_gamma", cfg.ema_inv_gamma, 0, math.inf, **positive)
+    check_float("--ema_power", cfg.ema_power, 0, math.inf, **positive)
+    if cfg.snr_gamma is not None:
+        check_float("--snr_gamma", cfg.snr_gamma, 0, math.inf, **positive)
     check_choice("--lr_scheduler", cfg.lr_scheduler, LR_SCHEDULES)
     check_choice("--mixed_precision", cfg.mixed_precision, ("no", "fp16", "bf16"))
     check_choice("--logger", cfg.logger, ("none", "tensorboard"))
@@ -133,7 +153,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.push_to_hub and not cfg.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id")
     if cfg.push_to_hub and not (cfg.hub_token or get_token()):
-        raise ValueError("--push_to_hub needs a token: --hub_token, the HF_TOKEN variable or `hf auth login`")
+        raise ValueError("--push_to_hub needs a token: set HF_TOKEN or run `hf auth login`")
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output_dir {out} is a file")

@@ -20,31 +20,35 @@ from .data import load_dataset
 from .evaluate import MODELS_DIR, generate
 from .metrics import quality
 from .train_outputs import inference_unet
+from .train_state import TrainState
 
 EVAL_LOG = "eval_log.jsonl"
 
 
 class PeriodicEval:
-    """Scores the run's current model; call it as ``evaluator(model, ema, scheduler, step)``.
+    """Scores the run's current model; call it as ``evaluator(state)``.
 
     Args:
         dataset: "mnist" or "fashion-mnist" (its classifier ships in ``models/<dataset>-classifier``).
         num_samples: N samples and N test images.
         steps: reverse steps per sample.
         out: the run's folder (``eval_log.jsonl`` is appended there).
+        batch_size: samples per batch of the reverse chain.
     """
 
-    def __init__(self, dataset: str, num_samples: int, steps: int, out: Path) -> None:
+    def __init__(self, dataset: str, num_samples: int, steps: int, out: Path, batch_size: int = 64) -> None:
         self.classifier = load_classifier(MODELS_DIR / f"{dataset}-classifier")
         test = load_dataset(dataset, "test")
         index = torch.randperm(len(test.images), generator=torch.Generator().manual_seed(0))[:num_samples]
         self.reference = predict(self.classifier, test.images[index])
         self.num_samples, self.steps, self.log = num_samples, steps, Path(out) / EVAL_LOG
+        self.batch_size = batch_size
 
-    def __call__(self, model, ema, scheduler, step: int) -> dict:
-        start = time.perf_counter()
-        unet = inference_unet(model, ema)
-        images = generate(unet, scheduler, self.num_samples, self.steps, seed=0, batch_size=self.num_samples)
+    def __call__(self, state: TrainState) -> dict:
+        """Sample from ``state``'s inference weights, score, append to the log; returns the metrics."""
+        start, step = time.perf_counter(), state.step
+        unet = inference_unet(state.model, state.ema)
+        images = generate(unet, state.scheduler, self.num_samples, self.steps, seed=0, batch_size=self.batch_size)
         scores = quality(predict(self.classifier, images.cpu()), self.reference)
         metrics = {k: v for k, v in scores.items() if k != "histogram"}
         record = {

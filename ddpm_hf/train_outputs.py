@@ -18,6 +18,7 @@ from .hub import SAMPLE_GRID, TRAINING_INFO, card_recipe, push_to_hub, write_mod
 from .pictures import make_grid
 from .pipeline_io import save_pipeline
 from .sampling import sample
+from .train_state import TrainState
 
 
 def inference_unet(unet: UNet2DModel, ema) -> UNet2DModel:
@@ -29,18 +30,18 @@ def inference_unet(unet: UNet2DModel, ema) -> UNet2DModel:
     return copy.float().eval().to(unet.device)
 
 
-def save_outputs(r, out: Path) -> UNet2DModel:
-    """Write the pipeline folder (EMA weights when EMA is on) into ``out``; return the exported model."""
-    model = inference_unet(r.parts["model"], r.parts["ema"])
-    save_pipeline(model.cpu(), r.scheduler, out)
+def save_outputs(state: TrainState) -> UNet2DModel:
+    """Write the pipeline folder (EMA weights when EMA is on) into the run's folder; return the exported model."""
+    model = inference_unet(state.model, state.ema)
+    save_pipeline(model.cpu(), state.scheduler, state.output_dir)
     return model
 
 
-def save_sample_grid(r, path: Path, model: UNet2DModel | None = None) -> Path:
+def save_sample_grid(state: TrainState, path: Path, model: UNet2DModel | None = None) -> Path:
     """Sample 16 images with seed 0 (from ``model``, else the run's inference weights) into a 4×4 PNG grid."""
-    model = model or inference_unet(r.parts["model"], r.parts["ema"])
-    steps = r.cfg.ddpm_num_inference_steps
-    result = sample(model, r.scheduler, 16, seed=0, num_inference_steps=steps, output_type="pt")
+    model = model or inference_unet(state.model, state.ema)
+    steps = state.cfg.ddpm_num_inference_steps
+    result = sample(model, state.scheduler, 16, seed=0, num_inference_steps=steps, output_type="pt")
     path.parent.mkdir(parents=True, exist_ok=True)
     make_grid(result.images, nrow=4).save(path)
     return path
@@ -53,52 +54,52 @@ def hardware(accelerator) -> str:
     return f"CPU, {os.cpu_count()} cores ({platform.machine()}), {accelerator.num_processes} process(es)"
 
 
-def summary_lines(r) -> list[str]:
+def summary_lines(state: TrainState) -> list[str]:
     """The run at a glance, printed once at the start (as diffusers' training scripts do)."""
-    cfg, acc, plan = r.cfg, r.accelerator, r.plan
-    n, c, h, w = r.data.images.shape
+    cfg, acc, plan, max_steps = state.cfg, state.accelerator, state.plan, state.max_steps
+    n, c, h, w = state.data.images.shape
     return [
         "***** Running training *****",
-        f"  dataset = {r.data.name} ({n} images of {c}x{h}x{w})",
+        f"  dataset = {state.data.name} ({n} images of {c}x{h}x{w})",
         f"  processes = {acc.num_processes} ({acc.distributed_type}), device = {acc.device}",
         (
             f"  batch per device = {plan.batch_size}, gradient accumulation steps = {plan.accumulation_steps}, "
             f"global batch = {plan.step_batch}"
         ),
         (
-            f"  optimizer steps = {r.max_steps} ({r.max_steps * plan.step_batch} images, "
-            f"{r.max_steps * plan.step_batch / n:.2f} epochs)"
+            f"  optimizer steps = {max_steps} ({max_steps * plan.step_batch} images, "
+            f"{max_steps * plan.step_batch / n:.2f} epochs)"
         ),
         (
             f"  mixed precision = {cfg.mixed_precision}, prediction type = {cfg.prediction_type}, "
             f"min-SNR-γ = {cfg.snr_gamma}, EMA = {cfg.use_ema}"
         ),
-        f"  resuming from {r.resume} at step {r.step}" if r.resume else "  starting at step 0",
+        f"  resuming from {state.resume} at step {state.step}" if state.resume else "  starting at step 0",
     ]
 
 
-def finish(r, out: Path, measured: dict) -> None:
+def finish(state: TrainState, measured: dict) -> None:
     """The end of a run: export the pipeline, the sample grid, ``training_info.json``, the card; push if asked."""
-    model = save_outputs(r, out)
-    grid = save_sample_grid(r, out / SAMPLE_GRID, model)
-    cfg = r.cfg
+    cfg, out = state.cfg, state.output_dir
+    model = save_outputs(state)
+    grid = save_sample_grid(state, out / SAMPLE_GRID, model)
     info = {
         "recipe": card_recipe(dataclasses.asdict(cfg)),
-        "dataset": r.data.name,
+        "dataset": state.data.name,
         "dataset_id": cfg.dataset_name,
-        "license": r.data.license,
-        "run": {**measured, "hardware": hardware(r.accelerator)},
+        "license": state.data.license,
+        "run": {**measured, "hardware": hardware(state.accelerator)},
     }
     (out / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n")
     write_model_card(out, info, repo_id=cfg.hub_model_id, grid=grid.name)
     if cfg.push_to_hub:
         push_to_hub(out, cfg.hub_model_id, token=cfg.hub_token, private=cfg.hub_private_repo)
     rate = measured["images_seen"] / max(measured["seconds"], 1e-9)
-    r.accelerator.print(f"trained {r.step} steps in {measured['seconds']:.0f} s ({rate:.1f} img/s) → {out}")
+    state.accelerator.print(f"trained {state.step} steps in {measured['seconds']:.0f} s ({rate:.1f} img/s) → {out}")
 
 
-def log_image(r, tag: str, path: Path) -> None:
+def log_image(state: TrainState, tag: str, path: Path) -> None:
     """Put a PNG into TensorBoard beside the loss (when logging to it)."""
-    if r.cfg.logger == "tensorboard":
+    if state.cfg.logger == "tensorboard":
         pixels = np.array(Image.open(path).convert("RGB"))
-        r.accelerator.get_tracker("tensorboard").log_images({tag: pixels}, step=r.step, dataformats="HWC")
+        state.accelerator.get_tracker("tensorboard").log_images({tag: pixels}, step=state.step, dataformats="HWC")

@@ -4,20 +4,23 @@ Determinism is by construction, not by saved RNG state: each optimizer step's ba
 step) (``ddpm_hf.batches``), so a resumed run, several processes and accumulated micro-steps all see what one
 uninterrupted process sees.
 
-``prepare`` checks the settings, loads the data and restores a checkpoint (every input error surfaces there, before
-anything is written); ``run`` trains; ``train`` does both.
+``prepare`` checks the settings (Hub access included), loads the data and restores a checkpoint into a ``TrainState``
+(every input error surfaces there, before anything is written); ``run`` trains it; ``train`` does both. A step whose
+loss or gradient norm is not finite stops the run before anything of it is written (``TrainingDiverged``), so the
+last checkpoint and pipeline folder stay those of the last sound step.
 """
 
 import dataclasses
+import hashlib
+import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, ProjectConfiguration
+from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
@@ -25,13 +28,15 @@ from tqdm.auto import tqdm
 
 from . import data as image_data
 from .batches import BatchPlan, micro_batch
-from .checkpointing import load_checkpoint, remove_leftovers, resolve_checkpoint, save_checkpoint
+from .checkpointing import list_checkpoints, load_checkpoint, remove_leftovers, resolve_checkpoint, save_checkpoint
+from .hub import check_push_access
 from .models import build_unet
 from .scheduling_ddpm_hf import DDPMHFScheduler
 from .train_config import TrainConfig, check_config
 from .train_outputs import finish, log_image, save_outputs, save_sample_grid, summary_lines
+from .train_state import TrainState
 
-__all__ = ["BatchPlan", "TrainConfig", "diffusion_loss", "prepare", "run", "train"]
+__all__ = ["BatchPlan", "TrainConfig", "TrainState", "TrainingDiverged", "diffusion_loss", "prepare", "run", "train"]
 
 
 def diffusion_loss(unet, scheduler: DDPMHFScheduler, x0, noise, timesteps, *, snr_gamma: float | None = None):
@@ -93,7 +98,7 @@ def load_training_data(cfg: TrainConfig) -> image_data.ImageDataset:
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    """The Accelerator; refuses a launch whose processes do not form one process group."""
+    """The Accelerator; refuses a launch whose processes do not form one process group, and fp16 on a CPU."""
     accelerator = Accelerator(
         cpu=cfg.cpu,
         mixed_precision=cfg.mixed_precision,
@@ -107,29 +112,18 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
             f"{world} processes were launched but Accelerate sees {accelerator.num_processes} "
             f"({accelerator.distributed_type}), so each would train alone; on CPU pass --cpu (or ACCELERATE_USE_CPU=1)"
         )
+    if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError("--mixed_precision fp16 needs a GPU: on a CPU Accelerate runs it in float32 (use bf16)")
     return accelerator
 
 
-@dataclass
-class Run:
-    """A prepared run: everything ``run`` needs, built and validated by ``prepare``."""
-
-    cfg: TrainConfig
-    accelerator: Accelerator
-    data: image_data.ImageDataset
-    unet: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    parts: dict  # lr_scheduler, ema, model: what a checkpoint holds besides accelerate's state
-    scheduler: DDPMHFScheduler
-    plan: BatchPlan
-    step: int
-    max_steps: int
-    resume: Path | None
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm stopped being finite; raised before anything of that step is written."""
 
 
-def prepare(cfg: TrainConfig) -> Run:
-    """Check the settings, load the data, build the model and restore a checkpoint; raises ``ValueError`` on bad
-    input before anything is written."""
+def prepare(cfg: TrainConfig) -> TrainState:
+    """Check the settings, load the data, build the model, check Hub access and restore a checkpoint; raises
+    ``ValueError`` on bad input before anything is written."""
     check_config(cfg)
     data = load_training_data(cfg)
     unet = init_unet(cfg, data.images.shape[1])
@@ -141,6 +135,16 @@ def prepare(cfg: TrainConfig) -> Run:
     out = Path(cfg.output_dir)
     resume = resolve_checkpoint(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     accelerator = make_accelerator(cfg)
+    if cfg.push_to_hub:  # one process asks the Hub; every process gets its answer
+        problem = [None]
+        if accelerator.is_main_process:
+            try:
+                check_push_access(cfg.hub_model_id, cfg.hub_token, cfg.hub_private_repo)
+            except ValueError as e:
+                problem = [str(e)]
+        problem = broadcast_object_list(problem) if accelerator.num_processes > 1 else problem
+        if problem[0]:
+            raise ValueError(problem[0])
     plan = BatchPlan(
         cfg.train_batch_size,
         cfg.seed,
@@ -176,84 +180,138 @@ def prepare(cfg: TrainConfig) -> Run:
             model_cls=UNet2DModel,
             model_config=unet.config,
         )
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+    prepared, optimizer = accelerator.prepare(unet, optimizer)
     if ema is not None:
         ema.to(accelerator.device)
-    parts = {"lr_scheduler": lr_scheduler, "ema": ema, "model": accelerator.unwrap_model(unet)}
-    step = load_checkpoint(accelerator, resume, parts) if resume else 0
-    return Run(cfg, accelerator, data, unet, optimizer, parts, scheduler, plan, step, max_steps, resume)
+    state = TrainState(
+        cfg=cfg,
+        accelerator=accelerator,
+        data=data,
+        unet=prepared,
+        model=accelerator.unwrap_model(prepared),
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        ema=ema,
+        scheduler=scheduler,
+        plan=plan,
+        max_steps=max_steps,
+        resume=resume,
+        data_digest=hashlib.sha256(data.images.contiguous().numpy().tobytes()).hexdigest(),
+    )
+    if resume:
+        state.step = load_checkpoint(state, resume)
+    return state
 
 
-def optimizer_step(r: Run, images: torch.Tensor) -> torch.Tensor:
-    """One optimizer step of ``gradient_accumulation_steps`` micro-batches; returns the mean loss."""
+def optimizer_step(state: TrainState, images: torch.Tensor) -> torch.Tensor:
+    """One optimizer step of ``gradient_accumulation_steps`` micro-batches; returns the mean loss.
+
+    Before the weights change, the step's loss and (after clipping's unscaling) its gradient norm must be finite on
+    every process, else ``TrainingDiverged`` is raised on all of them alike. Under fp16 an infinite gradient norm is
+    the GradScaler's business (it skips the step and lowers its scale); only the loss is checked there.
+
+    Raises:
+        TrainingDiverged: the loss or the gradient norm is NaN or infinite.
+    """
+    accelerator, cfg, plan = state.accelerator, state.cfg, state.plan
     losses = []
-    for k in range(r.plan.accumulation_steps):
-        batch = micro_batch(images, r.step, k, r.accelerator.process_index, r.plan)
-        x0, noise, t = (v.to(r.accelerator.device) for v in batch)
-        with r.accelerator.accumulate(r.unet):
-            loss = diffusion_loss(r.unet, r.scheduler, x0, noise, t, snr_gamma=r.cfg.snr_gamma)
-            r.accelerator.backward(loss)
-            if r.accelerator.sync_gradients and r.cfg.max_grad_norm > 0:
-                r.accelerator.clip_grad_norm_(r.unet.parameters(), r.cfg.max_grad_norm)
-            r.optimizer.step()
-            r.optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.detach())
+    for k in range(plan.accumulation_steps):
+        batch = micro_batch(images, state.step, k, accelerator.process_index, plan)
+        x0, noise, t = (v.to(accelerator.device) for v in batch)
+        with accelerator.accumulate(state.unet):
+            loss = diffusion_loss(state.unet, state.scheduler, x0, noise, t, snr_gamma=cfg.snr_gamma)
+            accelerator.backward(loss)
+            losses.append(loss.detach())
+            if accelerator.sync_gradients:
+                limit = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+                grad_norm = accelerator.clip_grad_norm_(state.unet.parameters(), limit)
+                check_finite(state, torch.stack(losses).mean(), grad_norm)
+            state.optimizer.step()
+            state.optimizer.zero_grad(set_to_none=True)
     return torch.stack(losses).mean()
 
 
-def run(r: Run) -> Path:
-    """Train a prepared run, checkpoint, save the pipeline folder and card (and push); returns the output folder."""
-    cfg, accelerator, out = r.cfg, r.accelerator, Path(r.cfg.output_dir)
-    ema = r.parts["ema"]
+def check_finite(state: TrainState, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+    """Raise ``TrainingDiverged`` on every process when any process's loss or the gradient norm is not finite."""
+    checked = [loss] if state.cfg.mixed_precision == "fp16" else [loss, torch.as_tensor(grad_norm, device=loss.device)]
+    bad = (~torch.isfinite(torch.stack([v.float() for v in checked]))).any().float()
+    if state.accelerator.num_processes > 1:
+        bad = state.accelerator.reduce(bad, reduction="sum")
+    if bad.item() == 0:
+        return
+    found = list_checkpoints(state.output_dir)
+    kept = f"the last checkpoint is {found[-1]}" if found else "no checkpoint was written"
+    raise TrainingDiverged(
+        f"step {state.step + 1}: the loss ({loss.item():.4g}) or the gradient norm ({float(grad_norm):.4g}) is not "
+        f"finite; training stopped before writing anything of this step ({kept}); try a lower --learning_rate, "
+        "--max_grad_norm or --mixed_precision no"
+    )
+
+
+def run(state: TrainState) -> Path:
+    """Train a prepared run, checkpoint, save the pipeline folder and card (and push); returns the output folder.
+
+    Raises:
+        TrainingDiverged: the loss or gradient norm stopped being finite; the checkpoints and the pipeline folder are
+            left as the last sound step wrote them.
+    """
+    cfg, accelerator, out = state.cfg, state.accelerator, state.output_dir
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(out, checkpoints=r.resume is None)
+        remove_leftovers(out, checkpoints=state.resume is None)
         if cfg.logger != "none":
             accelerator.init_trackers("ddpm-hf", config=_loggable(cfg))
-    accelerator.print("\n".join(summary_lines(r)))
+    accelerator.print("\n".join(summary_lines(state)))
     evaluator = None
     if cfg.eval_steps and accelerator.is_main_process:
         from .train_eval import PeriodicEval  # loads the classifier and test split only when asked
 
-        evaluator = PeriodicEval(cfg.dataset, cfg.eval_num_samples, cfg.eval_inference_steps, out)
-    images = r.data.images.to(accelerator.device)
-    progress = tqdm(total=r.max_steps, initial=r.step, disable=not accelerator.is_local_main_process, desc="train")
-    started, start_step = time.perf_counter(), r.step
-    r.unet.train()
-    while r.step < r.max_steps:
-        loss = optimizer_step(r, images)
-        r.parts["lr_scheduler"].step()
-        if ema is not None:
-            ema.step(r.parts["model"].parameters())
-        r.step += 1
-        logs = {"loss": loss.item(), "lr": r.parts["lr_scheduler"].get_last_lr()[0]}
-        progress.update(1)
-        progress.set_postfix(**{k: f"{v:.3g}" for k, v in logs.items()})
-        accelerator.log(logs, step=r.step)
-        periodic(r, out, evaluator)
-    progress.close()
+        evaluator = PeriodicEval(
+            cfg.dataset, cfg.eval_num_samples, cfg.eval_inference_steps, out, batch_size=cfg.train_batch_size
+        )
+    images = state.data.images.to(accelerator.device)
+    progress = tqdm(
+        total=state.max_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="train"
+    )
+    started, start_step = time.perf_counter(), state.step
+    state.unet.train()
+    with progress:
+        while state.step < state.max_steps:
+            loss = optimizer_step(state, images)
+            state.lr_scheduler.step()
+            if state.ema is not None:
+                state.ema.step(state.model.parameters())
+            state.step += 1
+            logs = {"loss": loss.item(), "lr": state.lr_scheduler.get_last_lr()[0]}
+            progress.update(1)
+            progress.set_postfix(**{k: f"{v:.3g}" for k, v in logs.items()})
+            accelerator.log(logs, step=state.step)
+            periodic(state, evaluator)
     seconds = time.perf_counter() - started
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        images_seen = (r.step - start_step) * r.plan.step_batch
-        finish(r, out, {"steps": r.step, "images_seen": images_seen, "seconds": round(seconds, 1)})
+        images_seen = (state.step - start_step) * state.plan.step_batch
+        finish(state, {"steps": state.step, "images_seen": images_seen, "seconds": round(seconds, 1)})
     accelerator.end_training()
     return out
 
 
-def periodic(r: Run, out: Path, evaluator) -> None:
-    """What runs every so many steps: checkpoints and the pipeline export, sample grids, evaluations."""
-    cfg, step, main = r.cfg, r.step, r.accelerator.is_main_process
-    if step % cfg.checkpointing_steps == 0 or step == r.max_steps:
-        save_checkpoint(r.accelerator, out, step, r.parts, cfg.checkpoints_total_limit)
-        if main and step < r.max_steps:  # the last step's export follows the loop
-            save_outputs(r, out)
+def periodic(state: TrainState, evaluator) -> None:
+    """What runs every so many steps: checkpoints and the pipeline export, sample grids, evaluations (on the main
+    process, while the others wait at a barrier)."""
+    cfg, step, main, out = state.cfg, state.step, state.accelerator.is_main_process, state.output_dir
+    if step % cfg.checkpointing_steps == 0 or step == state.max_steps:
+        save_checkpoint(state)
+        if main and step < state.max_steps:  # the last step's export follows the loop
+            save_outputs(state)
     if cfg.save_images_steps and step % cfg.save_images_steps == 0 and main:
-        grid = save_sample_grid(r, out / "samples" / f"step-{step}.png")
-        log_image(r, "samples", grid)
-    if evaluator is not None and step % cfg.eval_steps == 0:
-        metrics = evaluator(r.parts["model"], r.parts["ema"], r.scheduler, step)
-        r.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+        grid = save_sample_grid(state, out / "samples" / f"step-{step}.png")
+        log_image(state, "samples", grid)
+    if cfg.eval_steps and step % cfg.eval_steps == 0:
+        if evaluator is not None:
+            metrics = evaluator(state)
+            state.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+        state.accelerator.wait_for_everyone()
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -7,7 +7,7 @@ which is not emulated: use ``lfs_mode="regular"`` there, or ``lfs_mode="lfs"`` w
 
 Routes ({type}: model|dataset|space; {repo}: "namespace/name"; {rev}: "main" or a commit sha; a model repo
 has no "{type}s/" URL prefix, a dataset or space repo has one):
-    GET      /api/whoami-v2                             user "test-user"; 401 without "Bearer <token>"
+    GET      /api/whoami-v2                             user "test-user", role write (or read); 401 without a token
     POST     /api/repos/create                          200 {url, name, id}; 409 if it exists (body keeps url)
     POST     /api/validate-yaml                         200 {errors: [], warnings: []}
     POST     /api/{type}s/{repo}/preupload/{rev}        per file uploadMode regular|lfs, shouldIgnore false, oid null
@@ -19,8 +19,9 @@ has no "{type}s/" URL prefix, a dataset or space repo has one):
     GET      /api/{type}s/{repo}/tree/{rev}[/{path}]    tree listing, ?recursive=true|false, one page
     HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{file}     bytes, X-Repo-Commit, ETag (+ X-Linked-Etag/-Size if lfs)
     GET      /api/agent-harnesses                       404 (the client probes it; not counted as unknown)
-Any other request is logged in ``unknown_routes`` and answered 404. Writes need the token; reads of a private
-repo need it too. One branch ("main") per repo; repo ids of all types share one namespace.
+Any other request is logged in ``unknown_routes`` and answered 404. Writes need the token (a read-only token gets
+403); reads of a private repo need a token too. One branch ("main") per repo; repo ids of all types share one
+namespace.
 """
 
 import base64
@@ -40,18 +41,18 @@ _T = r"(?P<type>model|dataset|space)s"
 _P = r"(?:(?P<type>dataset|space)s/)?"  # model repos have no prefix in git / download URLs
 _R = r"(?P<repo>[\w.-]+/[\w.-]+)"
 _V = r"(?P<rev>[^/]+)"
-_ROUTES = [  # (methods, regex matched in full against the still-quoted path, handler, needs the token)
-    ({"GET"}, r"/api/whoami-v2", "_whoami", True),
-    ({"POST"}, r"/api/repos/create", "_create_repo", True),
-    ({"POST"}, r"/api/validate-yaml", "_validate_yaml", False),
-    ({"POST"}, rf"/api/{_T}/{_R}/preupload/{_V}", "_preupload", True),
-    ({"POST"}, rf"/api/{_T}/{_R}/commit/{_V}", "_commit", True),
-    ({"POST"}, rf"/{_P}{_R}\.git/info/lfs/objects/batch", "_lfs_batch", True),
-    ({"PUT"}, r"/lfs-upload/(?P<oid>[0-9a-f]{64})", "_lfs_upload", False),
-    ({"POST"}, r"/lfs-verify/(?P<oid>[0-9a-f]{64})", "_lfs_verify", True),
-    ({"GET"}, rf"/api/{_T}/{_R}(?:/revision/{_V})?", "_repo_info", False),
-    ({"GET"}, rf"/api/{_T}/{_R}/tree/{_V}(?:/(?P<path>.+))?", "_tree", False),
-    ({"HEAD", "GET"}, rf"/{_P}{_R}/resolve/{_V}/(?P<file>.+)", "_resolve", False),
+_ROUTES = [  # (methods, regex matched in full against the still-quoted path, handler, the token role it needs)
+    ({"GET"}, r"/api/whoami-v2", "_whoami", "read"),
+    ({"POST"}, r"/api/repos/create", "_create_repo", "write"),
+    ({"POST"}, r"/api/validate-yaml", "_validate_yaml", None),
+    ({"POST"}, rf"/api/{_T}/{_R}/preupload/{_V}", "_preupload", "write"),
+    ({"POST"}, rf"/api/{_T}/{_R}/commit/{_V}", "_commit", "write"),
+    ({"POST"}, rf"/{_P}{_R}\.git/info/lfs/objects/batch", "_lfs_batch", "write"),
+    ({"PUT"}, r"/lfs-upload/(?P<oid>[0-9a-f]{64})", "_lfs_upload", None),
+    ({"POST"}, r"/lfs-verify/(?P<oid>[0-9a-f]{64})", "_lfs_verify", "write"),
+    ({"GET"}, rf"/api/{_T}/{_R}(?:/revision/{_V})?", "_repo_info", None),
+    ({"GET"}, rf"/api/{_T}/{_R}/tree/{_V}(?:/(?P<path>.+))?", "_tree", None),
+    ({"HEAD", "GET"}, rf"/{_P}{_R}/resolve/{_V}/(?P<file>.+)", "_resolve", None),
 ]
 _TOLERATED = {("GET", "/api/agent-harnesses")}
 
@@ -92,15 +93,21 @@ class HubEmulator:
     """The Hub on 127.0.0.1 (random port), served from a background thread; a context manager.
 
     Args:
-        token: The only token accepted ("Authorization: Bearer <token>").
+        token: The only token that may write ("Authorization: Bearer <token>").
+        read_token: A token that may read (private repos, whoami) but not write, or None.
         lfs_mode: "regular": preupload marks every file regular (use with Xet on); "lfs": *.safetensors and
             files over ``LFS_THRESHOLD`` bytes are lfs (use with ``HF_HUB_DISABLE_XET=1``).
     """
 
-    def __init__(self, token: str = "hf_test_token", lfs_mode: Literal["regular", "lfs"] = "regular"):
+    def __init__(
+        self,
+        token: str = "hf_test_token",
+        lfs_mode: Literal["regular", "lfs"] = "regular",
+        read_token: str | None = None,
+    ):
         if lfs_mode not in ("regular", "lfs"):
             raise ValueError(f"lfs_mode must be 'regular' or 'lfs', got {lfs_mode!r}")
-        self.token, self.lfs_mode = token, lfs_mode
+        self.token, self.lfs_mode, self.read_token = token, lfs_mode, read_token
         self.repos: dict[str, dict[str, bytes]] = {}  # repo_id -> {path: bytes} at the latest commit
         self.requests: list[tuple[str, str]] = []  # (method, path without query)
         self.unknown_routes: list[tuple[str, str]] = []
@@ -132,12 +139,16 @@ class HubEmulator:
         self.requests.append((method, path))
         if auth := headers.get("authorization"):
             self.auth_headers_seen.append(auth)
-        authorized = auth == f"Bearer {self.token}"
-        for methods, pattern, name, needs_token in _ROUTES:
+        tokens = {self.token: "write", **({self.read_token: "read"} if self.read_token else {})}
+        role = tokens.get(auth.removeprefix("Bearer ")) if auth and auth.startswith("Bearer ") else None
+        authorized = role is not None
+        for methods, pattern, name, needs in _ROUTES:
             if method not in methods or not (match := re.fullmatch(pattern, path)):
                 continue
-            if needs_token and not authorized:
+            if needs and not authorized:
                 return _error(401, None, "Invalid credentials in Authorization header")
+            if needs == "write" and role != "write":
+                return _error(403, None, "You don't have the rights to write with this token")
             args = {"type": "model", **{k: unquote(v) for k, v in match.groupdict().items() if v is not None}}
             with self._lock:
                 if "repo" in args:  # resolve the repo and revision once, for every repo route
@@ -145,7 +156,7 @@ class HubEmulator:
                     if not isinstance(found, _Commit):
                         return found
                     args["commit"] = found
-                return getattr(self, name)(authorized=authorized, query=query, body=body, **args)
+                return getattr(self, name)(authorized=authorized, role=role, query=query, body=body, **args)
         if (method, path) not in _TOLERATED:
             self.unknown_routes.append((method, path))
         return _error(404, None, f"{method} {path} is not emulated")
@@ -173,8 +184,14 @@ class HubEmulator:
         return state.head
 
     # Route handlers. Keyword arguments: the regex groups, authorized, query, body and (repo routes) commit.
-    def _whoami(self, **_: object) -> Response:
-        auth = {"type": "access_token", "accessToken": {"displayName": "emulator", "role": "write"}}
+    def add_repo(self, repo_id: str, private: bool = False) -> None:
+        """Create ``repo_id`` (a model repo with one empty commit), as if someone had created it on the Hub."""
+        with self._lock:
+            self._state[repo_id] = _Repo(type="model", private=private)
+            self._add_commit(repo_id, {}, set(), "initial commit")
+
+    def _whoami(self, role: str, **_: object) -> Response:
+        auth = {"type": "access_token", "accessToken": {"displayName": "emulator", "role": role}}
         return _json(200, {"type": "user", "name": USER, "fullname": "Test User", "orgs": [], "auth": auth})
 
     def _create_repo(self, body: bytes, **_: object) -> Response:

@@ -18,6 +18,7 @@ import pytest
 from conftest import write_image_folder
 from hub_emulator import HubEmulator
 from huggingface_hub.utils import filter_repo_objects
+from test_training import train_command
 
 from ddpm_hf.hub import PUSH_ALLOW
 
@@ -59,6 +60,11 @@ def run(args: list[str], hub: HubEmulator, hf_home: Path, cwd: Path, **env: str)
     return proc
 
 
+def train_cli(images: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """train_accelerate.py and its arguments (test_training's tiny run) pushing ``out`` to REPO_ID at the end."""
+    return train_command(images, out, steps, "--push_to_hub", "--hub_model_id", REPO_ID, *extra)[1:]
+
+
 def test_the_allow_list_takes_the_pipeline_and_card_only():
     pipeline = [
         "model_index.json",
@@ -96,28 +102,7 @@ def test_the_allow_list_takes_the_pipeline_and_card_only():
 def test_push_then_download_then_load_offline(tmp_path, lfs_mode, env, extra):
     token = "hf_" + secrets.token_hex(16)
     out, images = tmp_path / "run", write_image_folder(tmp_path / "images", n=32)
-    cli = [
-        str(REPO / "train_accelerate.py"),
-        "--train_data_dir",
-        str(images),
-        "--model_preset",
-        "tiny",
-        "--train_batch_size",
-        "8",
-        "--max_train_steps",
-        "4",
-        "--checkpointing_steps",
-        "2",
-        "--use_ema",
-        "--ddpm_num_inference_steps",
-        "2",
-        "--output_dir",
-        str(out),
-        "--push_to_hub",
-        "--hub_model_id",
-        REPO_ID,
-        *extra,
-    ]
+    cli = train_cli(images, out, 4, "--checkpointing_steps", "2", *extra)
     with HubEmulator(token=token, lfs_mode=lfs_mode) as hub:
         run(cli, hub, tmp_path / "hf_home", REPO, HF_TOKEN=token, **env)
         assert hub.unknown_routes == []
@@ -162,3 +147,89 @@ def test_push_then_download_then_load_offline(tmp_path, lfs_mode, env, extra):
     assert result["scheduler"] == "ddpm_hf.scheduling_ddpm_hf"
     assert result["shape"] == [1, 28, 28, 1]
     assert result["max_difference"] < 1e-5  # the shipped scheduler file is the package's own module
+
+
+# Hub problems are found before training -----------------------------------------------------------------------------
+
+CHECK_ACCESS = r"""
+import json, sys
+from ddpm_hf.hub import check_push_access
+answers = []
+for repo_id, private in json.loads(sys.argv[1]):
+    try:
+        answers.append(["ok", check_push_access(repo_id, None, private)])
+    except ValueError as e:
+        answers.append(["error", str(e)])
+print(json.dumps(answers))
+"""
+
+
+def check_access(hub: HubEmulator, tmp_path: Path, token: str, cases: list) -> list:
+    """``check_push_access`` for each (repo id, private) in a fresh interpreter whose HF_TOKEN is ``token``."""
+    args = ["-c", CHECK_ACCESS, json.dumps(cases)]
+    proc = run(args, hub, tmp_path / "hf_home", tmp_path, HF_TOKEN=token)
+    return [tuple(answer) for answer in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+@pytest.mark.timeout(200)
+def test_push_access_is_checked_against_the_hub(tmp_path):
+    token, read_token = "hf_" + secrets.token_hex(16), "hf_" + secrets.token_hex(16)
+    with HubEmulator(token=token, read_token=read_token) as hub:
+        hub.add_repo("test-user/public-model", private=False)
+        hub.add_repo("test-user/private-model", private=True)
+        answers = check_access(
+            hub,
+            tmp_path,
+            token,
+            [
+                ["test-user/new-model", False],
+                ["new-model", True],
+                ["test-user/public-model", False],
+                ["test-user/private-model", True],
+                ["test-user/public-model", True],
+                ["someone-else/model", False],
+                ["test-user/bad id!", False],
+            ],
+        )
+        assert answers[:4] == [
+            ("ok", "test-user/new-model"),
+            ("ok", "test-user/new-model"),  # the token owner's namespace
+            ("ok", "test-user/public-model"),
+            ("ok", "test-user/private-model"),
+        ]
+        assert answers[4] == (
+            "error",
+            "--hub_private_repo: test-user/public-model exists and is public; make it private on the Hub or drop the "
+            "flag",
+        )  # create_repo(private=True, exist_ok=True) would leave it public without a word
+        assert answers[5][0] == "error" and "cannot write to 'someone-else'" in answers[5][1]
+        assert answers[6][0] == "error"
+        assert answers[6][1].startswith("--hub_model_id 'test-user/bad id!' is not a valid repo id")
+        refused = check_access(hub, tmp_path, "hf_not_a_token", [["test-user/new-model", False]])
+        assert refused[0][0] == "error" and refused[0][1].startswith("--push_to_hub: the Hub refused the token")
+        read_only = check_access(hub, tmp_path, read_token, [["test-user/new-model", False]])
+        read_only_message = "--push_to_hub: the token of test-user is read-only; use one with write access"
+        assert read_only == [("error", read_only_message)]
+        assert ("POST", "/api/repos/create") not in hub.requests  # checking writes nothing
+        assert hub.unknown_routes == []
+
+
+@pytest.mark.timeout(200)
+def test_a_read_only_token_in_argv_warns_and_stops_before_training(tmp_path):
+    token, read_token = "hf_" + secrets.token_hex(16), "hf_" + secrets.token_hex(16)
+    out, images = tmp_path / "run", write_image_folder(tmp_path / "images", n=16)
+    cli = train_cli(images, out, 2, "--logger", "none", "--hub_token", read_token)
+    with HubEmulator(token=token, read_token=read_token) as hub:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
+        env = {**base, "NO_PROXY": "127.0.0.1,localhost", "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
+        proc = subprocess.run(
+            [sys.executable, *cli], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+        )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("train_accelerate.py: warning: --hub_token is visible to every user"), lines
+    assert lines[-1] == (
+        "train_accelerate.py: error: --push_to_hub: the token of test-user is read-only; use one with write access"
+    )
+    assert read_token not in proc.stdout + proc.stderr
+    assert not out.exists()  # found before anything was trained or written

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 
 import train_accelerate
@@ -22,6 +23,14 @@ from ddpm_hf.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--model_preset", "tiny", "--train_batch_size", "8", "--max_train_steps", "2", "--logger", "none"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each in-process run starts from a fresh Accelerate singleton, as a new process would."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -103,7 +112,7 @@ CASES = [
         lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--resume_from_checkpoint", "latest"],
         "no checkpoint-* folder",
     ),
-    ("push-without-repo", lambda t: ["--push_to_hub", "--hub_token", "hf_x"], "--push_to_hub needs --hub_model_id"),
+    ("push-without-repo", lambda t: ["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
     (
         "unknown-lr-schedule",
         lambda t: ["--lr_scheduler", "exponential"],
@@ -115,7 +124,7 @@ CASES = [
         lambda t: ["--prediction_type", "x0"],
         "--prediction_type must be one of epsilon, sample, v_prediction, got 'x0'",
     ),
-    ("snr-gamma-zero", lambda t: ["--snr_gamma", "0"], "--snr_gamma must be > 0"),
+    ("snr-gamma-zero", lambda t: ["--snr_gamma", "0"], "--snr_gamma must be a number in (0, inf), got 0.0"),
     (
         "eval-steps-on-a-folder",
         lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 16)), "--eval_steps", "2"],
@@ -127,6 +136,42 @@ CASES = [
         "--mixed_precision must be one of no, fp16, bf16, got 'fp8'",
     ),
     ("batch-over-data", lambda t: ["--train_data_dir", str(write_pngs(t / "imgs", 4))], "fewer than one global"),
+    # Flags that used to train and then crash at the sample grid, or reach the optimizer unchecked:
+    (
+        "no-inference-steps",
+        lambda t: ["--ddpm_num_inference_steps", "0"],
+        "--ddpm_num_inference_steps must be an integer in [1, 1000], got 0",
+    ),
+    (
+        "inference-steps-over-T",
+        lambda t: ["--ddpm_num_steps", "100", "--ddpm_num_inference_steps", "200"],
+        "--ddpm_num_inference_steps must be an integer in [1, 100], got 200",
+    ),
+    (
+        "negative-grad-norm",
+        lambda t: ["--max_grad_norm", "-1"],
+        "--max_grad_norm must be a number in [0, inf), got -1.0",
+    ),
+    ("negative-warmup", lambda t: ["--lr_warmup_steps", "-5"], "--lr_warmup_steps must be an integer in [0, "),
+    (
+        "negative-lr",
+        lambda t: ["--learning_rate=-1e-4"],
+        "--learning_rate must be a number in (0, inf), got -0.0001",
+    ),
+    ("zero-lr", lambda t: ["--learning_rate", "0"], "--learning_rate must be a number in (0, inf), got 0.0"),
+    ("nan-lr", lambda t: ["--learning_rate", "nan"], "--learning_rate must be a number in (0, inf), got nan"),
+    ("beta1-one", lambda t: ["--adam_beta1", "1"], "--adam_beta1 must be a number in [0, 1), got 1.0"),
+    ("beta2-negative", lambda t: ["--adam_beta2", "-0.1"], "--adam_beta2 must be a number in [0, 1), got -0.1"),
+    ("negative-eps", lambda t: ["--adam_epsilon", "-1"], "--adam_epsilon must be a number in [0, inf), got -1.0"),
+    ("ema-decay-over-1", lambda t: ["--ema_max_decay", "1.5"], "--ema_max_decay must be a number in [0, 1], got 1.5"),
+    (
+        "ema-inv-gamma-zero",
+        lambda t: ["--ema_inv_gamma", "0"],
+        "--ema_inv_gamma must be a number in (0, inf), got 0.0",
+    ),
+    ("ema-power-negative", lambda t: ["--ema_power", "-1"], "--ema_power must be a number in (0, inf), got -1.0"),
+    ("negative-seed", lambda t: ["--seed", "-1"], "--seed must be an integer in [0, 4294967295], got -1"),
+    ("fp16-on-a-cpu", lambda t: ["--mixed_precision", "fp16", "--cpu"], "--mixed_precision fp16 needs a GPU"),
 ]
 
 
@@ -174,7 +219,7 @@ def test_push_without_any_token_fails_before_training(tmp_path):
     proc = run_cli(args, {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2
     assert proc.stderr.strip() == "train_accelerate.py: error: " + (
-        "--push_to_hub needs a token: --hub_token, the HF_TOKEN variable or `hf auth login`"
+        "--push_to_hub needs a token: set HF_TOKEN or run `hf auth login`"
     )
     assert not (tmp_path / "out").exists()
 

@@ -172,6 +172,22 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _truncated_scaler(checkpoint: Path) -> None:
+    """A GradScaler state cut short, as fp16 runs write it beside the optimizer (``scaler.pt``)."""
+    torch.save({"scale": 65536.0, "growth_factor": 2.0, "_growth_tracker": 0}, checkpoint / "scaler.pt")
+    _truncate(checkpoint / "scaler.pt")
+
+
+def tiny_argv(out: Path, steps: int, *extra: str) -> list[str]:
+    """train_accelerate.py's arguments for a tiny run with EMA into ``out``."""
+    tiny = ["--model_preset", "tiny", "--train_batch_size", "8", "--use_ema", "--logger", "none"]
+    return ["--output_dir", str(out), *tiny, "--max_train_steps", str(steps), *extra]
+
+
+def _resume_argv(out: Path) -> list[str]:
+    return tiny_argv(out, 9, "--resume_from_checkpoint", "latest")
+
+
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
@@ -180,8 +196,16 @@ def _truncate(path: Path) -> None:
         (lambda c: _truncate(c / EMA_FILE), "checkpoint-6"),
         (lambda c: (c / "optimizer.bin").write_bytes(b"not a torch file"), "checkpoint-6"),
         (lambda c: _truncate(c / "optimizer.bin"), "checkpoint-6"),
+        (_truncated_scaler, "scaler.pt"),
     ],
-    ids=["truncated-model", "no-training-state", "truncated-ema", "garbage-optimizer", "truncated-optimizer"],
+    ids=[
+        "truncated-model",
+        "no-training-state",
+        "truncated-ema",
+        "garbage-optimizer",
+        "truncated-optimizer",
+        "truncated-scaler",
+    ],
 )
 def test_resume_from_a_corrupt_checkpoint_fails_in_one_line_and_writes_nothing(
     finished_run, tmp_path, capsys, damage, named
@@ -190,32 +214,30 @@ def test_resume_from_a_corrupt_checkpoint_fails_in_one_line_and_writes_nothing(
     shutil.copytree(finished_run, out)
     damage(out / "checkpoint-6")
     before = tree_digest(out)
-    argv = [
-        "--output_dir",
-        str(out),
-        "--model_preset",
-        "tiny",
-        "--train_batch_size",
-        "8",
-        "--max_train_steps",
-        "9",
-        "--use_ema",
-        "--logger",
-        "none",
-        "--resume_from_checkpoint",
-        "latest",
-    ]
-    assert train_accelerate.main(argv) == 2
+    assert train_accelerate.main(_resume_argv(out)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("train_accelerate.py: error: checkpoint ") and named in err and "corrupt" in err
+    assert err.endswith(
+        f"the previous sound checkpoint is checkpoint-3: resume with --resume_from_checkpoint {out / 'checkpoint-3'}"
+    )
     assert tree_digest(out) == before
+
+
+def test_a_corrupt_checkpoint_with_no_sound_one_before_it_says_so(finished_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    _truncate(out / "checkpoint-6" / "model.safetensors")
+    _truncate(out / "checkpoint-3" / "optimizer.bin")  # the older one is damaged too: it must not be offered
+    assert train_accelerate.main(_resume_argv(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint-6" in err and err.endswith("no earlier sound checkpoint is left"), err
 
 
 # kill -9 ------------------------------------------------------------------------------------------------------------
 
 
-def _cli(folder: Path, out: Path, steps: int, *extra: str) -> list[str]:
+def train_command(folder: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return [
         sys.executable,
         str(REPO / "train_accelerate.py"),
@@ -255,7 +277,7 @@ def _assert_complete(checkpoint: Path) -> None:
 def test_kill_9_mid_run_then_resume_latest_matches_an_uninterrupted_run(tmp_path):
     folder, out, steps = write_image_folder(tmp_path / "images"), tmp_path / "run", 30
     log = (tmp_path / "killed.log").open("wb")
-    proc = subprocess.Popen(_cli(folder, out, steps), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(train_command(folder, out, steps), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
         while not list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
@@ -282,7 +304,7 @@ def test_kill_9_mid_run_then_resume_latest_matches_an_uninterrupted_run(tmp_path
         _assert_complete(checkpoint)
 
     resumed = subprocess.run(
-        _cli(folder, out, steps, "--resume_from_checkpoint", "latest"),
+        train_command(folder, out, steps, "--resume_from_checkpoint", "latest"),
         check=False,
         cwd=REPO,
         capture_output=True,
