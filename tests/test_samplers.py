@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_unet
-from diffusers import DDIMPipeline, DDIMScheduler
+from diffusers import DDIMPipeline, DDIMScheduler, DPMSolverMultistepScheduler
 
 from ddpm_hf import SAMPLERS, DDPMHFScheduler, initial_noise, reverse_chain, sample, seed_generators
 from ddpm_hf import samplers as samplers_module
@@ -184,3 +184,42 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
 def test_bad_chain_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         next(chain(**kwargs))
+
+
+def diffusers_chain(sampler: str, config):
+    """The diffusers scheduler a sampler name stands for, built by hand (trailing timesteps, as ``reverse_chain``
+    asks), and the keyword arguments of its ``step``."""
+    if sampler == "ddim-eta1":
+        return DDIMScheduler.from_config(config, timestep_spacing="trailing"), {"eta": 1.0}
+    algorithm = {"dpm++": "dpmsolver++", "sde-dpm++": "sde-dpmsolver++"}[sampler]
+    chain = DPMSolverMultistepScheduler.from_config(
+        config, algorithm_type=algorithm, solver_order=2, timestep_spacing="trailing"
+    )
+    return chain, {}
+
+
+def our_chain(unet, scheduler, x_T, sampler: str, steps: int, seed: int):
+    """``reverse_chain`` from a copy of x_T in float32, its noise from one generator seeded ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    options = {"sampler": sampler, "generator": generator, "precision": "float32"}
+    return reverse_chain(unet, scheduler, x_T.clone(), num_inference_steps=steps, **options)
+
+
+@pytest.mark.parametrize("sampler", ["dpm++", "sde-dpm++", "ddim-eta1"])
+def test_sampler_follows_the_diffusers_scheduler_step_for_step(sampler):
+    unet, scheduler, steps = tiny_unet(), DDPMHFScheduler(), 8
+    x_T = initial_noise(unet, 2, seed_generators(0, 2))
+    ours = list(our_chain(unet, scheduler, x_T, sampler, steps, seed=5))
+    oracle, step_kwargs = diffusers_chain(sampler, scheduler.config)
+    oracle.set_timesteps(steps)
+    generator, x = torch.Generator().manual_seed(5), x_T.clone()  # the same noise, drawn in the same order
+    assert [s.timestep for s in ours] == [int(t) for t in oracle.timesteps] and ours[0].timestep == 999
+    for ours_step, t in zip(ours, oracle.timesteps):
+        torch.testing.assert_close(ours_step.x_t, x, atol=1e-5, rtol=0)
+        with torch.no_grad():
+            model_output = unet(x, t).sample
+        x = oracle.step(model_output, t, x, generator=generator, **step_kwargs).prev_sample
+        torch.testing.assert_close(ours_step.x_prev, x, atol=1e-5, rtol=0, msg=f"t={int(t)}")
+    if sampler != "dpm++":  # the stochastic samplers: other noise gives another chain, so the noise was compared
+        other = list(our_chain(unet, scheduler, x_T, sampler, steps, seed=6))
+        assert not torch.allclose(other[-1].x_prev, x, atol=1e-3)
