@@ -61,6 +61,7 @@ def models_table(results: dict[str, dict]) -> list[str]:
 
     row("N samples; timesteps", lambda name, r: f"{r['num_samples']}; {r.get('timestep_spacing', 'leading')}")
     row("NLL bound, bits/dim ↓", lambda name, r: f"{r['nll']['mean']:.3f} ± {r['nll']['standard_error']:.3f}")
+    row("bound estimator", lambda name, r: bound_estimator(r["nll"]))
     keys = {key for found in scored.values() for key in found}
     for sampler, steps in sorted(keys, key=lambda k: (k[0] != "ddpm", -k[1])):
         row(

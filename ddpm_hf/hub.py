@@ -22,7 +22,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from .cli import add_flags, input_error, setting
 from .data import BUILT_IN
-from .eval_report import sweep_table
+from .eval_report import bound_estimator, sweep_table
 
 TRAINING_INFO = "training_info.json"
 SAMPLE_GRID = "samples.png"  # 16 samples with seed 0, written at the end of training
@@ -108,7 +108,7 @@ def _results_section(results: dict, plot: str | None) -> str:
             nll = results["nll"]
             spread = (
                 f"± {nll['standard_error']:.4f} (standard error; {nll['num_images']} test images,"
-                f" K = {nll['num_timesteps']})"
+                f" {bound_estimator(nll)})"
             )
             lines.append(f"| {name} | {value:.4f} {spread} | |")
         else:
