@@ -30,7 +30,14 @@ QUEUE_SIZE = int(os.environ.get("DDPM_HF_QUEUE_SIZE", "16"))
 CHAIN = {"concurrency_id": "chain", "concurrency_limit": 1}  # reverse chains: one at a time on a CPU Space
 QUICK = {"concurrency_id": "quick", "concurrency_limit": 4}  # forward, schedule, posterior, bound
 PNG = {"format": "png", "type": "pil", "interactive": False, "elem_classes": ["picture"]}
-EDITOR = {"type": "pil", "sources": ["upload", "clipboard"], "height": 320, "canvas_size": (280, 280), "layers": False}
+EDITOR = {
+    "type": "pil",
+    "sources": ["upload", "clipboard"],
+    "height": 320,
+    "canvas_size": (280, 280),
+    "layers": False,
+    "format": "png",  # lossless, as a drawing should be (the default is WebP)
+}
 # Your digit's default t, and where the digit is forgotten: on models/ddpm-mnist a drawn 7 came back as a 7 in 8 of 8
 # chains from t = 100 to 300 (the style varying more with t), 5 of 8 at t = 400, 2 of 8 at t = 500.
 DIGIT_T, FORGETS_AT = 250, 400

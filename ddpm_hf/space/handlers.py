@@ -59,7 +59,10 @@ class Handlers:
         Returns:
             The status line, then the GIF, scrubber, frame and state cleared.
         """
-        where = f" at step {state['step']} of {state['total'] or '?'} (t = {state['timestep']})" if state else ""
+        where = ""
+        if state and "step" in state:
+            of = f" of {state['total']}" if state.get("total") else ""
+            where = f" at step {state['step']}{of} (t = {state['timestep']})"
         line = f"**Stopped{where}.** The grid shows the chain where it stopped; press the button again for a new run."
         return line, None, idle_scrubber(), None, None
 
