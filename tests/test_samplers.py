@@ -66,7 +66,7 @@ def test_ddim_sampler_gives_ddimpipeline_images():
         output_type="np",
         precision="float32",
     ).images
-    pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
+    pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing"))
     pipe.set_progress_bar_config(disable=True)
     theirs = pipe(
         2, generator=torch.Generator().manual_seed(1), eta=0.0, num_inference_steps=10, output_type="np"
