@@ -7,9 +7,13 @@ Server mode starts ``python app.py`` as a subprocess and measures, with gradio_c
 - the result shown on arrival: process start → the start-up sample run has finished (the page's first view);
 - click → first streamed frame of ``/sample`` (the time to the first streamed output): the first request after
   start-up and a later one, and the whole request;
+- click → finished GIF (the whole ``/sample`` request, warm) for the default request and the fast sampler's request
+  (``FAST_SAMPLER`` at its default steps), each the best of ``--repeats``;
 - the other endpoints, warm;
 - the app process's RSS when idle after start-up, and its peak (VmHWM) after all requests.
 Models come from ``--models-dir`` (default: the repo's models/; a random ``--preset`` model when it has no ddpm-mnist).
+``--no-autotune`` runs the app with ``DDPM_HF_AUTOTUNE=0`` (the network as loaded, untimed) and ``--compile`` with
+``DDPM_HF_COMPILE=1`` (its models compiled in the background at start-up): run it three ways for before and after.
 Wall-clock numbers depend on the machine and its load: say what else was running when you quote them.
 """
 
@@ -25,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "ddpm-mnist"
+FAST_SAMPLER = "sde-dpm++"  # the app's fast stochastic sampler (limits.SAMPLER_INFO)
 
 
 def random_models_dir(preset: str) -> Path:
@@ -45,15 +50,22 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def first_frame(client, args) -> tuple[float, float, int]:
+def first_frame(client, images: int, sampler: str, steps: int) -> tuple[float, float, int]:
     """(seconds to the first streamed output, seconds to the result, number of streamed outputs) of one /sample."""
     start = time.perf_counter()
-    job = client.submit(MODEL, args.images, args.sampler, args.steps, "fixed_small", 0, api_name="/sample")
+    job = client.submit(MODEL, images, sampler, steps, "fixed_small", 0, api_name="/sample")
     while not job.outputs() and not job.done():
         time.sleep(0.005)
     first = time.perf_counter() - start
     job.result(timeout=3600)
     return first, time.perf_counter() - start, len(job.outputs())
+
+
+def requests(args) -> list[tuple[str, int]]:
+    """(sampler, steps) of the default request and of the fast sampler's request, as the app's defaults set them."""
+    from ddpm_hf.space import limits
+
+    return [(s, limits.default_steps(s)) for s in (limits.DEFAULT_SAMPLER, FAST_SAMPLER)]
 
 
 def timed(fn, *args, **kwargs) -> float:
@@ -78,6 +90,8 @@ def bench_server(args, models_dir: Path) -> None:
         port = s.getsockname()[1]
     env = {
         **os.environ,
+        **({"DDPM_HF_AUTOTUNE": "0"} if args.no_autotune else {}),
+        **({"DDPM_HF_COMPILE": "1"} if args.compile else {}),
         "DDPM_HF_MODELS_DIR": str(models_dir),
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_SERVER_NAME": "127.0.0.1",
@@ -98,11 +112,15 @@ def bench_server(args, models_dir: Path) -> None:
             time.sleep(0.05)
         startup = time.perf_counter() - start
         client = Client(url, verbose=False)
-        cold = first_frame(client, args)
+        cold = first_frame(client, args.images, args.sampler, args.steps)
         arrival = time.perf_counter() - start  # the first request queues behind the start-up run
         time.sleep(args.settle)
         idle_rss, _ = rss_mb(proc.pid)
-        warm = first_frame(client, args)
+        warm = first_frame(client, args.images, args.sampler, args.steps)
+        to_gif = {
+            (sampler, steps): min(first_frame(client, args.images, sampler, steps)[1] for _ in range(args.repeats))
+            for sampler, steps in requests(args)
+        }
         others = {
             "/forward": timed(client.predict, MODEL, 3, None, 500, 0, api_name="/forward"),
             "/schedule": timed(client.predict, MODEL, api_name="/schedule"),
@@ -114,7 +132,8 @@ def bench_server(args, models_dir: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"app server ({args.images} images × {args.steps} {args.sampler} steps, models from {models_dir})")
+    modes = f"autotune {'off' if args.no_autotune else 'on'}, compile {'on' if args.compile else 'off'}"
+    print(f"app server ({args.images} images × {args.steps} {args.sampler} steps, {modes}, models from {models_dir})")
     print(f"  start-up, process start → HTTP 200      {startup:8.2f} s")
     print(f"  process start → first request answered  {arrival:8.2f} s   (after the start-up run shown on arrival)")
     print(f"  click → first streamed frame, first     {cold[0]:8.2f} s   (result {cold[1]:.2f} s)")
@@ -122,6 +141,8 @@ def bench_server(args, models_dir: Path) -> None:
         f"  click → first streamed frame, warm      {warm[0]:8.2f} s   (result {warm[1]:.2f} s, "
         f"{warm[2]} streamed updates)"
     )
+    for (sampler, steps), seconds in to_gif.items():
+        print(f"  click → finished GIF, {sampler} × {steps:<4} {seconds:8.2f} s   (warm, best of {args.repeats})")
     for name, seconds in others.items():
         print(f"  {name:<40}{seconds:8.2f} s   (warm)")
     print(f"  RSS idle after start-up ({args.settle:.0f} s settle)     {idle_rss:8.0f} MB")
@@ -136,6 +157,9 @@ def main() -> None:
     parser.add_argument("--sampler", default=None, help="default: the app's default sampler")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait after start-up before idle RSS")
     parser.add_argument("--preset", default="tiny", help="UNet preset of the random model used when there is none")
+    parser.add_argument("--repeats", type=int, default=3, help="requests per click → GIF figure (the best counts)")
+    parser.add_argument("--no-autotune", action="store_true", help="run the app with DDPM_HF_AUTOTUNE=0")
+    parser.add_argument("--compile", action="store_true", help="run the app with DDPM_HF_COMPILE=1")
     args = parser.parse_args()
     from ddpm_hf.space import limits
 

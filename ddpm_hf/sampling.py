@@ -19,7 +19,8 @@ from diffusers import UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .samplers import SAMPLERS, Precision, Sampler, Variance, autocast, make_sampler, resolve_precision
+from . import speed
+from .samplers import SAMPLERS, Precision, Sampler, Variance, autocast, make_sampler
 from .scheduling_ddpm_hf import DDPMHFScheduler, TimestepSpacing
 
 OutputType = Literal["pil", "np", "pt"]
@@ -118,6 +119,8 @@ def reverse_chain(
     known: tuple[torch.Tensor, torch.Tensor] | None = None,
     precision: Precision = "auto",
     timestep_spacing: TimestepSpacing | None = STRIDED_SPACING,
+    autotune: bool | None = None,
+    compile: bool | None = None,
 ) -> Iterator[ChainStep]:
     """Run the reverse chain from ``sample``, one ``ChainStep`` per step.
 
@@ -134,8 +137,14 @@ def reverse_chain(
         known: (x0_known, mask), mask 1 where x_0 is known: after each step, x_prev there is replaced by a fresh
             draw of q(x_s | x0_known) (x0_known itself after the last step), for every sampler.
         precision: the network's autocast precision (``ddpm_hf.samplers``); the scheduler's arithmetic is float32.
+            "auto" runs float32 or the device's reduced precision, whichever ``ddpm_hf.speed.choose`` times faster.
         timestep_spacing: the timesteps of a strided chain; "trailing" (the default) starts every chain at T−1,
             so even 1 step maps pure noise to x̂_0; None keeps the scheduler's own (diffusers' "leading").
+        autotune: time the network's memory formats (and, for "auto", precisions) once and run the fastest
+            (``ddpm_hf.speed.choose``; the UNet's weights are put in that format); False: a fixed rule, for runs that
+            must repeat bit for bit; None: as ``DDPM_HF_AUTOTUNE`` says (on unless "0").
+        compile: True: run the UNet through ``torch.compile`` (compiled at the first chain, tens of seconds);
+            False: eager; None: compiled only if ``ddpm_hf.speed.compile_in_background`` has finished for it.
 
     Yields:
         ``ChainStep`` per step; x_prev of the last one is the result.
@@ -143,19 +152,18 @@ def reverse_chain(
     chain, step_kwargs = make_sampler(scheduler, sampler, variance, timestep_spacing)
     timesteps = _chain_timesteps(chain, num_inference_steps, start_timestep, scheduler.config.num_train_timesteps)
     device = unet.device
-    dtype = resolve_precision(precision, device)
+    choice = speed.choose(unet, sample.shape[0], precision, autotune=autotune)
+    network = speed.network(unet, choice, compile, sample.shape[0])
     if known is not None:
         x0_known, mask = (v.to(device=device, dtype=torch.float32) for v in known)
         if x0_known.shape != sample.shape or torch.broadcast_shapes(mask.shape, sample.shape) != sample.shape:
             raise ValueError(f"known=(x0, mask) must match the sample's shape {tuple(sample.shape)}")
-    # NHWC activations make float32 convolutions ~1.2-1.3x faster on CPU; autocast runs NCHW
-    memory_format = torch.channels_last if dtype == torch.float32 and device.type == "cpu" else torch.contiguous_format
-    x = sample.to(device=device, dtype=torch.float32).contiguous(memory_format=memory_format)
+    x = sample.to(device=device, dtype=torch.float32).contiguous(memory_format=choice.memory_format)
     for index, t in enumerate(timesteps):
         prev_t = timesteps[index + 1] if index + 1 < len(timesteps) else -1
         with torch.inference_mode():
-            with autocast(device, dtype):
-                model_output = unet(x.to(unet.dtype), t).sample
+            with autocast(device, choice.dtype):
+                model_output = network(x.to(unet.dtype), t)
             model_output = model_output.float()
             out = chain.step(model_output, t, x, generator=generator, **step_kwargs)
             x_prev = out.prev_sample
@@ -185,6 +193,8 @@ def sample(
     capture_every: int = 0,
     precision: Precision = "auto",
     timestep_spacing: TimestepSpacing | None = STRIDED_SPACING,
+    autotune: bool | None = None,
+    compile: bool | None = None,
 ) -> SampleOutput:
     """Sample ``batch_size`` images from p_θ (consumes ``reverse_chain``).
 
@@ -203,6 +213,10 @@ def sample(
         precision: the network's autocast precision ("auto", "float32", "bfloat16", "float16"; ``ddpm_hf.samplers``).
         timestep_spacing: "trailing" (default: a strided chain starts at T−1), "leading" or "linspace" as in
             diffusers, or None for the scheduler's own; all give the same 1000-step chain.
+        autotune: time memory formats and precisions once and run the fastest (``reverse_chain``); False: a fixed
+            rule, bit for bit repeatable; None: ``DDPM_HF_AUTOTUNE`` decides (on unless "0").
+        compile: True: ``torch.compile`` the UNet (once, tens of seconds); False: eager; None: compiled if a
+            background compile (``ddpm_hf.speed.compile_in_background``) has finished.
 
     Returns:
         ``SampleOutput(images, trajectory)``.
@@ -217,7 +231,7 @@ def sample(
         generator = seed_generators(seed, batch_size) if isinstance(batch_size, int) else None
     x = initial_noise(unet, batch_size, generator)
     options = {"sampler": sampler, "variance": variance, "generator": generator, "precision": precision}
-    options["timestep_spacing"] = timestep_spacing
+    options.update(timestep_spacing=timestep_spacing, autotune=autotune, compile=compile)
     chain = reverse_chain(unet, scheduler, x, num_inference_steps=num_inference_steps, **options)
     trajectory = Trajectory() if capture_every else None
     step = None

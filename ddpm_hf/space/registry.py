@@ -1,7 +1,9 @@
 """The models a Space offers: name → pipeline folder or Hub repo id, loaded on first use and shared by requests.
 
 Each model has its own lock, so a slow load (an extra Hub model) holds up only requests for that model; a load that
-failed is remembered for ``RETRY_SECONDS`` and answered at once with the same message.
+failed is remembered for ``RETRY_SECONDS`` and answered at once with the same message. With ``DDPM_HF_COMPILE=1`` a
+loaded UNet is compiled in a background thread (``ddpm_hf.speed.compile_in_background``); its chains run eager until
+the compiled network is ready.
 """
 
 import threading
@@ -13,8 +15,9 @@ from pathlib import Path
 import torch
 from huggingface_hub import ModelCard
 
-from .. import data
+from .. import data, speed
 from ..pipeline_io import load_pipeline
+from . import limits
 
 RETRY_SECONDS = 600.0
 
@@ -103,5 +106,7 @@ class Registry:
                 self._failed[name] = (time.monotonic(), message)
                 raise ValueError(message) from None
             pipe.unet.to(device())
+            if speed.compile_requested():
+                speed.compile_in_background(pipe.unet, limits.DEFAULT_IMAGES)
             self._models[name] = Model(name, pipe, card_dataset(source))
             return self._models[name]
