@@ -74,6 +74,7 @@ def test_save_pipeline_folder_loads_without_ddpm_hf(tiny_pipeline_dir, tmp_path)
         num_inference_steps=5,
         precision="float32",
         output_type="np",
+        timestep_spacing=None,  # the scheduler's own spacing, as DDPMPipeline runs it
     ).images
     np.testing.assert_allclose(np.array(json.loads(second)), ours[0, :2, :2, 0], atol=1e-6)
 
@@ -124,6 +125,7 @@ def test_the_shipped_default_model_loads_offline_both_ways(tmp_path):
         num_inference_steps=3,
         precision="float32",
         output_type="np",
+        timestep_spacing=None,  # the scheduler's own spacing, as DDPMPipeline runs it
     ).images
     code = textwrap.dedent(f"""
         import json, sys
