@@ -41,6 +41,7 @@ def random_models_dir(preset: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="bench-app-models-"))
     torch.manual_seed(0)
     save_pipeline(build_unet(preset, 28, 1).eval(), DDPMHFScheduler(), folder / MODEL)
+    (folder / MODEL / "README.md").write_text("---\ndatasets:\n- mnist\n---\n")  # its test images, for /forward
     return folder
 
 
@@ -79,10 +80,12 @@ def timed(fn, *args, **kwargs) -> float:
 def bench_server(args, models_dir: Path) -> None:
     import httpx
     from gradio_client import Client, handle_file
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     sketch_file = Path(tempfile.mkdtemp(prefix="bench-app-")) / "sketch.png"
-    Image.new("L", (280, 280)).save(sketch_file)
+    drawing = Image.new("L", (280, 280))
+    ImageDraw.Draw(drawing).ellipse((80, 60, 200, 220), outline=255, width=24)  # a "0": the app refuses an empty one
+    drawing.save(sketch_file)
     sketch = {"background": handle_file(str(sketch_file)), "layers": [], "composite": handle_file(str(sketch_file))}
 
     with socket.socket() as s:
@@ -142,7 +145,8 @@ def bench_server(args, models_dir: Path) -> None:
         f"{warm[2]} streamed updates)"
     )
     for (sampler, steps), seconds in to_gif.items():
-        print(f"  click → finished GIF, {sampler} × {steps:<4} {seconds:8.2f} s   (warm, best of {args.repeats})")
+        label = f"click → finished GIF, {sampler} × {steps}"
+        print(f"  {label:<40}{seconds:8.2f} s   (warm, best of {args.repeats})")
     for name, seconds in others.items():
         print(f"  {name:<40}{seconds:8.2f} s   (warm)")
     print(f"  RSS idle after start-up ({args.settle:.0f} s settle)     {idle_rss:8.0f} MB")

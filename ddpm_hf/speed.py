@@ -18,8 +18,9 @@ chain ran.
 
 ``torch.compile`` is opt-in (``compile=True``; ``DDPM_HF_COMPILE=1`` makes the Space compile its models in a
 background thread at start-up, ``compile_in_background``): it costs tens of seconds once for a few per cent per
-forward. The batch dimension is marked dynamic (batch 1 runs padded to 2, since size 1 is always specialised), so
-batch sizes 1-16 share one compiled graph.
+forward. The batch dimension is marked dynamic (batch 1 runs padded to 2, since size 1 is always specialised) and
+the compiling forwards run at ``WARM_BATCHES``: a graph serves a range of sizes (on a CPU, torch picks another
+convolution backend from 16 images up, so 2-15 and 16-63 are two graphs), and no batch of 1-16 compiles again later.
 """
 
 import logging
@@ -40,6 +41,7 @@ AUTOTUNE_ENV = "DDPM_HF_AUTOTUNE"
 COMPILE_ENV = "DDPM_HF_COMPILE"
 COMPILE_BACKEND = "inductor"
 REPEATS = 2  # timed forwards per candidate, after one warm-up each; the fastest counts
+WARM_BATCHES = (2, 4, 8, 16)  # batch sizes of the compiling forwards; each range of sizes a graph serves has one
 TIMING_TIMESTEP = 500  # any t: the network's cost does not depend on it
 FORMAT_NAMES = {torch.contiguous_format: "NCHW", torch.channels_last: "channels_last"}
 Network = Callable[[torch.Tensor, int], torch.Tensor]
@@ -219,7 +221,10 @@ def _compiled_network(module: torch.nn.Module) -> Network:
 
     def forward(x: torch.Tensor, t: int) -> torch.Tensor:
         n = x.shape[0]
-        padded = torch.cat([x, x]) if n == 1 else x
+        if n == 1 or not x.is_inference():  # a chain's first x_t is a normal tensor, the rest inference tensors:
+            padded = torch.cat([x, x]) if n == 1 else x.clone()  # one kind keeps one graph (dispatch keys are guarded)
+        else:
+            padded = x
         torch._dynamo.mark_dynamic(padded, 0)  # sizes >= 2 share the graph
         return module(padded, torch.tensor(t, device=x.device)).sample[:n]
 
@@ -227,13 +232,14 @@ def _compiled_network(module: torch.nn.Module) -> Network:
 
 
 def compile_unet(unet: UNet2DModel, choice: Choice, batch_size: int = 16) -> Network:
-    """``torch.compile`` the UNet for ``choice`` and compile it now with one forward of ``batch_size`` images (in
-    ``inference_mode`` and ``choice``'s autocast, as ``ddpm_hf.sampling`` runs it); cached per UNet and choice.
+    """``torch.compile`` the UNet for ``choice`` and compile it now with forwards of ``WARM_BATCHES`` and
+    ``batch_size`` images (in ``inference_mode`` and ``choice``'s autocast, as ``ddpm_hf.sampling`` runs it); cached
+    per UNet and choice.
 
     Args:
         unet: the network (its weights are put in ``choice``'s memory format).
         choice: dtype and memory format to compile for (from ``choose``).
-        batch_size: images of the compiling forward (any size in 1..16 reuses the graph).
+        batch_size: the batch the caller runs, compiled too when ``WARM_BATCHES`` does not cover it.
 
     Returns:
         A ``Network``: (x_t, t) → ε_θ.
@@ -246,10 +252,11 @@ def compile_unet(unet: UNet2DModel, choice: Choice, batch_size: int = 16) -> Net
         module = torch.compile(unet, backend=COMPILE_BACKEND)
         network = _compiled_network(module)
         device = unet.device
-        x = torch.zeros(input_shape(unet, batch_size), device=device, dtype=unet.dtype)
         start = time.perf_counter()
-        with torch.inference_mode(), autocast(device, choice.dtype):
-            network(x.contiguous(memory_format=choice.memory_format), TIMING_TIMESTEP)
+        for n in sorted({*WARM_BATCHES, batch_size}):
+            x = torch.zeros(input_shape(unet, n), device=device, dtype=unet.dtype)
+            with torch.inference_mode(), autocast(device, choice.dtype):
+                network(x.contiguous(memory_format=choice.memory_format), TIMING_TIMESTEP)
         logger.info("compiled the UNet for %s in %.1f s", choice, time.perf_counter() - start)
         _compiled[unet] = (choice, module)
         return network
@@ -263,7 +270,7 @@ def network(unet: UNet2DModel, choice: Choice, compile: bool | None = None, batc
         choice: from ``choose``.
         compile: True: compiled (compiling now if needed); False: eager; None: compiled if a compiled network for
             this choice is ready (``compile_in_background``), else eager.
-        batch_size: the batch of a compiling forward.
+        batch_size: the batch the chain runs (compiled too if ``WARM_BATCHES`` does not cover it).
 
     Returns:
         The ``Network``.
