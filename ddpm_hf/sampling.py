@@ -152,30 +152,30 @@ def reverse_chain(
     chain, step_kwargs = make_sampler(scheduler, sampler, variance, timestep_spacing)
     timesteps = _chain_timesteps(chain, num_inference_steps, start_timestep, scheduler.config.num_train_timesteps)
     device = unet.device
-    choice = speed.choose(unet, sample.shape[0], precision, autotune=autotune)
-    network = speed.network(unet, choice, compile, sample.shape[0])
     if known is not None:
         x0_known, mask = (v.to(device=device, dtype=torch.float32) for v in known)
         if x0_known.shape != sample.shape or torch.broadcast_shapes(mask.shape, sample.shape) != sample.shape:
             raise ValueError(f"known=(x0, mask) must match the sample's shape {tuple(sample.shape)}")
-    x = sample.to(device=device, dtype=torch.float32).contiguous(memory_format=choice.memory_format)
-    for index, t in enumerate(timesteps):
-        prev_t = timesteps[index + 1] if index + 1 < len(timesteps) else -1
-        with torch.inference_mode():
-            with autocast(device, choice.dtype):
-                model_output = network(x.to(unet.dtype), t)
-            model_output = model_output.float()
-            out = chain.step(model_output, t, x, generator=generator, **step_kwargs)
-            x_prev = out.prev_sample
-            pred_x0 = getattr(out, "pred_original_sample", None)
-            if pred_x0 is None:  # DPM-Solver's output has none: x̂_0 from the model output, as the DDPM chain forms it
-                pred_x0 = scheduler.p_mean_variance(model_output, x, t, t - 1)[3]
-            if known is not None:
-                noise = randn_tensor(x.shape, generator=generator, device=device, dtype=torch.float32)
-                truth = scheduler.add_noise(x0_known, noise, torch.tensor(prev_t)) if prev_t >= 0 else x0_known
-                x_prev = torch.lerp(x_prev, truth, mask)
-        yield ChainStep(index, t, x, x_prev, pred_x0)
-        x = x_prev
+    # the UNet's memory format is held while the chain runs: a choice made meanwhile runs in it too
+    with speed.running(unet, sample.shape[0], precision, autotune=autotune, compile=compile) as (choice, network):
+        x = sample.to(device=device, dtype=torch.float32).contiguous(memory_format=choice.memory_format)
+        for index, t in enumerate(timesteps):
+            prev_t = timesteps[index + 1] if index + 1 < len(timesteps) else -1
+            with torch.inference_mode():
+                with autocast(device, choice.dtype):
+                    model_output = network(x.to(unet.dtype), t)
+                model_output = model_output.float()
+                out = chain.step(model_output, t, x, generator=generator, **step_kwargs)
+                x_prev = out.prev_sample
+                pred_x0 = getattr(out, "pred_original_sample", None)
+                if pred_x0 is None:  # DPM-Solver's output has none: x̂_0 as the DDPM chain forms it
+                    pred_x0 = scheduler.p_mean_variance(model_output, x, t, t - 1)[3]
+                if known is not None:
+                    noise = randn_tensor(x.shape, generator=generator, device=device, dtype=torch.float32)
+                    truth = scheduler.add_noise(x0_known, noise, torch.tensor(prev_t)) if prev_t >= 0 else x0_known
+                    x_prev = torch.lerp(x_prev, truth, mask)
+            yield ChainStep(index, t, x, x_prev, pred_x0)
+            x = x_prev
 
 
 def sample(

@@ -11,7 +11,8 @@ fastest:
                                                                   bfloat16 or float16 on CUDA, none elsewhere
                  {NCHW, channels_last} × {the dtype asked for}    precision="bfloat16" or "float16"
 
-The choice is cached for the process and the UNet's weights are put in its memory format. ``DDPM_HF_AUTOTUNE=0`` (or
+The choice is cached for the process (per architecture: two UNets of one configuration run alike, and two runs in one
+process give the same numbers) and the UNet's weights are put in its memory format. ``DDPM_HF_AUTOTUNE=0`` (or
 ``autotune=False``) skips the timing for runs that must repeat bit for bit: the network then runs in the precision
 ``resolve_precision`` names and in its weights' memory format as they are. ``describe(unet)`` says what the last
 chain ran.
@@ -23,13 +24,15 @@ the compiling forwards run at ``WARM_BATCHES``: a graph serves a range of sizes 
 convolution backend from 16 images up, so 2-15 and 16-63 are two graphs), and no batch of 1-16 compiles again later.
 """
 
+import contextlib
+import json
 import logging
 import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -64,10 +67,11 @@ class Choice:
 
 
 _lock = threading.RLock()
-_chosen: "weakref.WeakKeyDictionary[UNet2DModel, dict[tuple, Choice]]" = weakref.WeakKeyDictionary()
+_chosen: dict[tuple, Choice] = {}  # by architecture, weights' dtype, device, candidates and batch class
 _latest: "weakref.WeakKeyDictionary[UNet2DModel, Choice]" = weakref.WeakKeyDictionary()
 _compiled: "weakref.WeakKeyDictionary[UNet2DModel, tuple[Choice, torch.nn.Module]]" = weakref.WeakKeyDictionary()
 _compile_lock = threading.Lock()
+_running: "weakref.WeakKeyDictionary[UNet2DModel, int]" = weakref.WeakKeyDictionary()  # chains running per UNet
 
 
 def autotune_enabled() -> bool:
@@ -163,6 +167,18 @@ def time_candidates(
     return best
 
 
+def _architecture(unet: UNet2DModel) -> str:
+    """What a forward's speed depends on besides the device: the UNet's configuration and its weights' dtype."""
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}  # not its path or version
+    return json.dumps({**config, "dtype": str(unet.dtype)}, sort_keys=True, default=str)
+
+
+def forget() -> None:
+    """Drop the timed choices (the next chain times again), e.g. after ``torch.set_num_threads``."""
+    with _lock:
+        _chosen.clear()
+
+
 def choose(
     unet: UNet2DModel,
     batch_size: int,
@@ -172,7 +188,10 @@ def choose(
     clock: Callable[[], float] = time.perf_counter,
 ) -> Choice:
     """The fastest way to run ``unet`` on batches of ``batch_size`` that meets ``precision``, timed once per
-    (UNet, device, precision, ``batch_class``) and cached; the UNet's weights are put in its memory format.
+    (architecture, device, candidates, ``batch_class``) and cached for the process, so UNets of one configuration run
+    alike and "auto" without a reduced precision shares float32's choice; the UNet's weights are put in its memory
+    format, unless
+    a chain is running on it (``running``): then they stay as they are, and a choice not yet timed is not timed.
 
     Args:
         unet: the network; the choice is for its device.
@@ -190,18 +209,21 @@ def choose(
     if autotune is None:
         autotune = autotune_enabled()
     with _lock:
+        busy = _running.get(unet, 0) > 0  # another thread's chain runs it: its weights must not move meanwhile
         if not autotune or device.type not in ("cpu", "cuda"):
             choice = fixed
         else:
-            cache = _chosen.setdefault(unet, {})
-            key = (str(device), precision, batch_class(batch_size))
-            if key not in cache:
-                seconds = time_candidates(unet, batch_size, candidates(precision, device), clock=clock)
-                cache[key] = min(seconds, key=seconds.get)
+            options = candidates(precision, device)
+            key = (_architecture(unet), str(device), tuple(options), batch_class(batch_size))
+            if key not in _chosen and not busy:
+                seconds = time_candidates(unet, batch_size, options, clock=clock)
+                _chosen[key] = min(seconds, key=seconds.get)
                 logger.info(
-                    "timed %s: chose %s", {str(c): f"{s * 1e3:.1f} ms" for c, s in seconds.items()}, cache[key]
+                    "timed %s: chose %s", {str(c): f"{s * 1e3:.1f} ms" for c, s in seconds.items()}, _chosen[key]
                 )
-            choice = cache[key]
+            choice = _chosen.get(key, fixed)  # busy and not yet timed: untimed this once
+        if busy and choice.memory_format != weights_format(unet):
+            choice = Choice(choice.dtype, weights_format(unet), measured=False)
         use_format(unet, choice.memory_format)
         _latest[unet] = choice
     return choice
@@ -237,7 +259,7 @@ def compile_unet(unet: UNet2DModel, choice: Choice, batch_size: int = 16) -> Net
     per UNet and choice.
 
     Args:
-        unet: the network (its weights are put in ``choice``'s memory format).
+        unet: the network, its weights in ``choice``'s memory format (as ``running`` holds them).
         choice: dtype and memory format to compile for (from ``choose``).
         batch_size: the batch the caller runs, compiled too when ``WARM_BATCHES`` does not cover it.
 
@@ -248,7 +270,6 @@ def compile_unet(unet: UNet2DModel, choice: Choice, batch_size: int = 16) -> Net
         ready = _compiled.get(unet)
         if ready is not None and ready[0] == choice:
             return _compiled_network(ready[1])
-        use_format(unet, choice.memory_format)
         module = torch.compile(unet, backend=COMPILE_BACKEND)
         network = _compiled_network(module)
         device = unet.device
@@ -283,6 +304,38 @@ def network(unet: UNet2DModel, choice: Choice, compile: bool | None = None, batc
     return lambda x, t: unet(x, t).sample
 
 
+@contextlib.contextmanager
+def running(
+    unet: UNet2DModel,
+    batch_size: int,
+    precision: str = "auto",
+    *,
+    autotune: bool | None = None,
+    compile: bool | None = None,
+) -> Iterator[tuple[Choice, Network]]:
+    """Choose (``choose``) and hold: while the context is open no other thread moves the UNet's weights to another
+    memory format (a forward whose weights change layout under it computes garbage).
+
+    Args:
+        unet: the network.
+        batch_size: images per forward.
+        precision: as ``choose``.
+        autotune: as ``choose``.
+        compile: as ``network``.
+
+    Yields:
+        (the ``Choice``, the ``Network`` to call).
+    """
+    with _lock:
+        choice = choose(unet, batch_size, precision, autotune=autotune)
+        _running[unet] = _running.get(unet, 0) + 1
+    try:
+        yield choice, network(unet, choice, compile, batch_size)
+    finally:
+        with _lock:
+            _running[unet] -= 1
+
+
 def compile_in_background(unet: UNet2DModel, batch_size: int = 16, precision: str = "auto") -> threading.Thread:
     """Choose and compile in a daemon thread; chains run eager until it is done, then compiled (``compile=None``).
     A failure (no C++ compiler, say) is logged and leaves the eager network in use.
@@ -298,7 +351,8 @@ def compile_in_background(unet: UNet2DModel, batch_size: int = 16, precision: st
 
     def run() -> None:
         try:
-            compile_unet(unet, choose(unet, batch_size, precision), batch_size)
+            with running(unet, batch_size, precision, compile=True):
+                pass
         except Exception:  # a Space without a C++ compiler still serves, eager
             logger.exception("compiling the UNet failed; it runs eager")
 

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_unet
 from diffusers import DDPMPipeline, DDPMScheduler
 
-from ddpm_hf import DDPMHFScheduler, sample, samplers, speed
+from ddpm_hf import DDPMHFScheduler, reverse_chain, sample, samplers, speed
 
 F32, BF16 = torch.float32, torch.bfloat16
 NCHW, CL = torch.contiguous_format, torch.channels_last
@@ -31,6 +31,12 @@ class FakeClock:
 
 
 COSTS = {(F32, NCHW): 4.0, (F32, CL): 3.0, (BF16, NCHW): 1.0, (BF16, CL): 2.0}
+
+
+@pytest.fixture(autouse=True)
+def untimed():
+    """Every test starts with no timed choice (they are cached per architecture, and the tests share one)."""
+    speed.forget()
 
 
 @pytest.fixture
@@ -71,18 +77,28 @@ def test_without_native_bf16_auto_picks_the_faster_float32_layout(no_native_bf16
     assert (choice.dtype, choice.memory_format) == (F32, NCHW)
 
 
-def test_a_choice_is_timed_once_per_batch_class_and_precision(no_native_bf16):
+def test_a_choice_is_timed_once_per_architecture_batch_class_and_candidates(monkeypatch):
+    monkeypatch.setattr(samplers, "cpu_has_native_bf16", lambda: False)
     unet = tiny_unet()
     clock = FakeClock(unet, COSTS)
     speed.choose(unet, 3, "float32", autotune=True, clock=clock)
     timed = clock.forwards
     assert timed == 2 * (1 + speed.REPEATS)  # two layouts, a warm-up and the timed rounds each
     speed.choose(unet, 4, "float32", autotune=True, clock=clock)  # same class (2..4)
-    speed.choose(unet, 2, "float32", autotune=True, clock=clock)
-    assert clock.forwards == timed
+    speed.choose(unet, 2, "auto", autotune=True, clock=clock)  # no native bf16: the same candidates as float32
+    other = tiny_unet(seed=1)  # other weights, same architecture
+    other_clock = FakeClock(other, COSTS)
+    assert speed.choose(other, 2, "float32", autotune=True, clock=other_clock).memory_format == CL
+    assert clock.forwards == timed and other_clock.forwards == 0 and speed.weights_format(other) == CL
     speed.choose(unet, 16, "float32", autotune=True, clock=clock)  # class 5..16
-    speed.choose(unet, 4, "auto", autotune=True, clock=clock)  # another precision
-    assert clock.forwards == 3 * timed
+    assert clock.forwards == 2 * timed
+    monkeypatch.setattr(samplers, "cpu_has_native_bf16", lambda: True)
+    speed.choose(unet, 4, "auto", autotune=True, clock=clock)  # four candidates now
+    assert clock.forwards == 4 * timed
+    small = tiny_unet(resolution=8)  # another architecture
+    small_clock = FakeClock(small, COSTS)
+    speed.choose(small, 4, "float32", autotune=True, clock=small_clock)
+    assert small_clock.forwards == timed
     assert [speed.batch_class(n) for n in (1, 2, 4, 5, 16, 17)] == [1, 4, 4, 16, 16, 64]
 
 
@@ -154,3 +170,17 @@ def test_the_compiled_network_serves_batches_1_to_16_with_one_graph(monkeypatch)
         out = sample(unet, DDPMHFScheduler(), 3, seed=0, num_inference_steps=2, output_type="pt", precision="float32")
     assert out.images.shape == (3, 1, 16, 16)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
+def test_a_running_chain_holds_the_memory_format(no_native_bf16):
+    unet = tiny_unet().to(memory_format=CL)
+    clock = FakeClock(unet, {(F32, NCHW): 1.0, (F32, CL): 2.0})
+    chain = reverse_chain(unet, DDPMHFScheduler(), torch.randn(2, 1, 16, 16), num_inference_steps=5, autotune=False)
+    next(chain)  # running, on the weights as they are (channels_last)
+    forwards = clock.forwards
+    during = speed.choose(unet, 16, "float32", autotune=True, clock=clock)
+    assert clock.forwards == forwards and not during.measured  # no timing while another chain runs the UNet
+    assert during.memory_format == CL and speed.weights_format(unet) == CL
+    chain.close()
+    after = speed.choose(unet, 16, "float32", autotune=True, clock=clock)
+    assert after.measured and after.memory_format == NCHW and speed.weights_format(unet) == NCHW
