@@ -21,13 +21,11 @@ from PIL import Image, ImageOps
 
 from . import data_sources
 from .data_sources import DataError
-from .validate import check_choice, check_int  # re-exported: callers import them from here too
+from .validate import check_int
 
 __all__ = [
     "DataError",
     "ImageDataset",
-    "check_choice",
-    "check_int",
     "fit_image",
     "image_to_model_input",
     "to_model_range",

@@ -26,11 +26,12 @@ import torch
 
 from .classifier import load_classifier, predict
 from .cli import build_parser, input_error, setting
-from .data import BUILT_IN, check_choice, check_int, load_dataset, to_model_range
+from .data import BUILT_IN, load_dataset, to_model_range
 from .likelihood import estimate_bound
 from .metrics import quality
 from .pipeline_io import load_pipeline
 from .sampling import SAMPLERS, STRIDED_SPACING, sample
+from .validate import check_choice, check_int
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 

@@ -23,8 +23,8 @@ from typing import Literal, get_args
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from .data import check_choice
 from .scheduling_ddpm_hf import DDPMHFScheduler, TimestepSpacing
+from .validate import check_choice
 
 Sampler = Literal["ddpm", "ddim", "ddim-eta1", "dpm++", "sde-dpm++"]
 Precision = Literal["auto", "float32", "bfloat16", "float16"]

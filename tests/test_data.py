@@ -13,6 +13,7 @@ from PIL import Image
 
 from ddpm_hf import data, data_sources
 from ddpm_hf.data import DataError
+from ddpm_hf.validate import check_int
 
 FASHION_MNIST_MISSING = not data_sources._FASHION_MNIST_DIR.is_dir()
 FASHION_MNIST_REASON = "Fashion-MNIST needs the Debian package: apt-get install -y dataset-fashion-mnist"
@@ -288,10 +289,10 @@ def test_training_resizes_go_through_fit_image() -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [(3, 3), (3.0, 3), (np.int64(7), 7), (0, 0), (10, 10)])
 def test_check_int_accepts_integers_in_range(value, expected) -> None:
-    assert data.check_int("n", value, 0, 10) == expected and type(data.check_int("n", value, 0, 10)) is int
+    assert check_int("n", value, 0, 10) == expected and type(check_int("n", value, 0, 10)) is int
 
 
 @pytest.mark.parametrize("value", [True, 2.5, "3", None, -1, 11])
 def test_check_int_names_the_value_and_the_range(value) -> None:
     with pytest.raises(ValueError, match=re.escape(f"n must be an integer in [0, 10], got {value!r}")):
-        data.check_int("n", value, 0, 10)
+        check_int("n", value, 0, 10)

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .. import data, pictures
+from .. import pictures
 from ..samplers import VARIANCES
 from ..sampling import ChainStep, Trajectory, initial_noise, reverse_chain, seed_generators
+from ..validate import check_choice, check_int
 from .images import animation_scale, grid_scale, new_file, picture
 from .limits import ANIMATION_FRAMES, MAX_IMAGES, PREVIEWS, SAMPLER_NAMES, SEED_RANGE, STEP_RANGE
 from .registry import Model
@@ -37,13 +38,11 @@ def check_request(num_images, sampler, num_inference_steps, variance, seed, mode
     """The request as ``ChainRequest``, or a ``ValueError`` naming the bad input and its allowed values."""
     T = model.scheduler.config.num_train_timesteps
     return ChainRequest(
-        num_images=data.check_int("number of images", num_images, 1, MAX_IMAGES),
-        sampler=data.check_choice("sampler", sampler, SAMPLER_NAMES),
-        num_inference_steps=data.check_int(
-            "sampling steps", num_inference_steps, STEP_RANGE[0], min(STEP_RANGE[1], T)
-        ),
-        variance=data.check_choice("variance", variance, VARIANCES),
-        seed=data.check_int("seed", seed, *SEED_RANGE),
+        num_images=check_int("number of images", num_images, 1, MAX_IMAGES),
+        sampler=check_choice("sampler", sampler, SAMPLER_NAMES),
+        num_inference_steps=check_int("sampling steps", num_inference_steps, STEP_RANGE[0], min(STEP_RANGE[1], T)),
+        variance=check_choice("variance", variance, VARIANCES),
+        seed=check_int("seed", seed, *SEED_RANGE),
     )
 
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .. import data, pictures
+from ..validate import check_int
 from .limits import MAX_UPLOAD_PIXELS
 from .registry import Model, test_images
 
@@ -67,7 +68,7 @@ def choose_x0(model: Model, index, upload: Image.Image | None) -> tuple[torch.Te
     if model.dataset is None:
         raise ValueError(f"model {model.name!r} names no built-in dataset in its card: upload an image instead")
     images = test_images(model.dataset)
-    pixels = images[data.check_int("test image index", index, 0, len(images) - 1)]
+    pixels = images[check_int("test image index", index, 0, len(images) - 1)]
     if tuple(pixels.shape) != (model.channels, model.size, model.size):
         return to_x0(Image.fromarray(pixels[0].numpy()), model.size, model.channels, white_on_black=False)
     return data.to_model_range(pixels[None]), ""
@@ -137,6 +138,6 @@ def animation_frame(path: str | Path, index: int) -> Image.Image:
     if path.parent != workdir() or not path.is_file():
         raise ValueError("that animation is gone: run it again")
     with Image.open(path) as gif:
-        index = data.check_int("frame", index, 0, gif.n_frames - 1)
+        index = check_int("frame", index, 0, gif.n_frames - 1)
         gif.seek(index)
         return gif.convert("RGB")
