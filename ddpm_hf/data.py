@@ -1,6 +1,7 @@
 """Images in and out of the model: datasets as in-memory uint8 tensors, and every conversion at the image boundary.
 
-The model sees ``to_model_range(images)`` in [-1, 1] (Ho et al. 2020, sec. 3.3); ``from_model_range`` inverts it.
+The model sees ``to_model_range(images)`` in [-1, 1] (Ho et al. 2020, sec. 3.3); ``to_uint8`` is the one way back to
+8-bit pixels, for saved samples, grids, the app's pictures and the images evaluation scores.
 ``fit_image`` is the one resize path (shorter side to the target, bicubic, centre crop) for training images, image
 folders, Hub datasets and the app's uploads. MNIST and Fashion-MNIST are read from hash-pinned local files
 (``ddpm_hf.data_sources``); the Hub path needs the optional ``datasets`` package.
@@ -29,6 +30,7 @@ __all__ = [
     "fit_image",
     "image_to_model_input",
     "to_model_range",
+    "to_uint8",
 ]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -258,18 +260,26 @@ def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.to(torch.float32) / 127.5 - 1
 
 
-def from_model_range(x: torch.Tensor) -> torch.Tensor:
-    """Map floats in [-1, 1] back to uint8 pixels: ``(x + 1) * 127.5``, clamped to [0, 255] and rounded.
+def to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+    """Map floats in ``value_range`` to uint8 pixels: ``(x - lo) / (hi - lo)`` in float32, clamped to [0, 1], times 255,
+    rounded half to even.
+
+    For the model's range (-1, 1) this is ``((x / 2 + 0.5).clamp(0, 1) * 255).round()`` to the bit (halving is exact
+    in binary floating point), the pixels of diffusers' ``DDPMPipeline`` (``numpy_to_pil``) and what evaluation has
+    always scored.
 
     Args:
-        x: floating-point tensor of any shape; values outside [-1, 1] are clamped.
+        x: floating-point tensor of any shape; values outside ``value_range`` are clamped.
+        value_range: the floats that map to 0 and 255: (-1, 1) for x_0 and x_t, (0, 1) for ``sample(output_type="pt")``.
 
     Returns:
-        uint8 tensor of the same shape.
+        uint8 tensor of the same shape, on ``x``'s device.
     """
     if not x.is_floating_point():
-        raise DataError(f"from_model_range expects a floating-point tensor, got {x.dtype}")
-    return ((x.to(torch.float32) + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
+        raise DataError(f"to_uint8 expects a floating-point tensor, got {x.dtype}")
+    lo, hi = value_range
+    unit = ((x.detach().to(torch.float32) - lo) / (hi - lo)).clamp(0, 1)
+    return (unit * 255).round().to(torch.uint8)
 
 
 def augment(images_uint8: torch.Tensor, random_flip: bool, generator: torch.Generator) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 
 from .classifier import load_classifier, predict
 from .cli import build_parser, input_error, setting
-from .data import BUILT_IN, load_dataset, to_model_range
+from .data import BUILT_IN, load_dataset, to_model_range, to_uint8
 from .likelihood import estimate_bound
 from .metrics import quality
 from .pipeline_io import load_pipeline
@@ -97,7 +97,7 @@ def generate(
             sampler=sampler,
             precision=precision,
         ).images
-        out.append((images.cpu() * 255).round().to(torch.uint8))
+        out.append(to_uint8(images.cpu(), value_range=(0, 1)))
     return torch.cat(out)
 
 

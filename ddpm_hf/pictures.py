@@ -6,13 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
-    """(B, C, H, W) floats in ``value_range`` → (B, H, W, C) uint8; values outside the range are clipped to it."""
-    lo, hi = value_range
-    x = ((x.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1)
-    return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-
+from .data import to_uint8
 
 FRAME = 128  # grey between tiles: it reads as a frame on light and dark pages alike
 
@@ -25,7 +19,7 @@ def make_grid(
     value_range: tuple[float, float] = (0.0, 1.0),
 ) -> Image.Image:
     """Tile a (B, C, H, W) batch into one image, ``nrow`` per row, upscaled ``scale``× with nearest neighbours."""
-    pixels = to_uint8(images, value_range)
+    pixels = to_uint8(images, value_range).cpu().permute(0, 2, 3, 1).numpy()
     b, h, w, c = pixels.shape
     nrow = nrow or int(np.ceil(np.sqrt(b)))
     rows = int(np.ceil(b / nrow))

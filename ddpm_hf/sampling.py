@@ -20,6 +20,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from . import speed
+from .data import to_uint8
 from .samplers import SAMPLERS, Precision, Sampler, Variance, autocast, make_sampler
 from .scheduling_ddpm_hf import DDPMHFScheduler, TimestepSpacing
 
@@ -62,15 +63,13 @@ class SampleOutput:
 
 
 def to_output(x: torch.Tensor, output_type: OutputType):
-    """Map samples in [-1, 1] (B, C, H, W) to PIL images, a (B, H, W, C) float array in [0, 1], or a tensor in [0, 1]."""
+    """Map samples in [-1, 1] (B, C, H, W) to PIL images (``ddpm_hf.data.to_uint8``), a (B, H, W, C) float array in
+    [0, 1], or a tensor in [0, 1]; the floats as ``DDPMPipeline`` forms them."""
+    if output_type == "pil":
+        pixels = to_uint8(x).cpu().permute(0, 2, 3, 1).numpy()
+        return [Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pixels]
     x = (x.float() / 2 + 0.5).clamp(0, 1)
-    if output_type == "pt":
-        return x
-    array = x.cpu().permute(0, 2, 3, 1).numpy()
-    if output_type == "np":
-        return array
-    pixels = (array * 255).round().astype(np.uint8)
-    return [Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pixels]
+    return x if output_type == "pt" else x.cpu().permute(0, 2, 3, 1).numpy()
 
 
 def seed_generators(seed: int, batch_size: int) -> list[torch.Generator]:

@@ -209,14 +209,15 @@ def test_model_range_round_trips_every_byte() -> None:
     x = data.to_model_range(pixels)
     assert x.dtype == torch.float32
     assert x.min() == -1 and x.max() == 1
-    assert torch.equal(data.from_model_range(x), pixels)
+    assert torch.equal(data.to_uint8(x), pixels)
 
 
-def test_from_model_range_clamps_and_rounds() -> None:
+def test_to_uint8_clamps_and_rounds() -> None:
     x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.0, 1 / 127.5 - 1 + 0.003], dtype=torch.float64)
-    assert data.from_model_range(x).tolist() == [0, 0, 128, 255, 255, 1]
+    assert data.to_uint8(x).tolist() == [0, 0, 128, 255, 255, 1]
+    assert data.to_uint8(x / 2 + 0.5, value_range=(0, 1)).tolist() == [0, 0, 128, 255, 255, 1]
     with pytest.raises(DataError, match="floating-point"):
-        data.from_model_range(torch.zeros(2, dtype=torch.uint8))
+        data.to_uint8(torch.zeros(2, dtype=torch.uint8))
     with pytest.raises(DataError, match="uint8"):
         data.to_model_range(torch.zeros(2))
 
@@ -276,7 +277,7 @@ def test_image_to_model_input_is_fit_image_in_model_range() -> None:
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (33, 41), dtype=np.uint8), mode="L")
     x = data.image_to_model_input(image, 28, 1)
     assert x.shape == (1, 1, 28, 28) and x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
-    assert torch.equal(data.from_model_range(x)[0], data.fit_image(image, 28, 1))
+    assert torch.equal(data.to_uint8(x)[0], data.fit_image(image, 28, 1))
 
 
 def test_training_resizes_go_through_fit_image() -> None:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ddpm_hf import DDPMHFScheduler, sample
 from ddpm_hf.samplers import make_sampler
-from ddpm_hf.sampling import reverse_chain
+from ddpm_hf.sampling import reverse_chain, to_output
 
 
 @pytest.mark.parametrize("steps", [10, 100])
@@ -116,6 +116,18 @@ def test_output_types():
     assert len(pil) == 2 and isinstance(pil[0], Image.Image) and pil[0].size == (16, 16) and pil[0].mode == "RGB"
     pt = sample(unet, scheduler, 2, seed=0, num_inference_steps=2, output_type="pt").images
     assert pt.shape == (2, 3, 16, 16) and 0 <= pt.min() and pt.max() <= 1
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pil_images_hold_the_pixels_diffusers_makes_of_the_same_floats(channels):
+    """sample's PIL images (``ddpm_hf.data.to_uint8``) are diffusers' ``numpy_to_pil`` of its "np" floats, pixel for
+    pixel: beyond [-1, 1] and on every half level (k + 0.5) / 127.5 - 1, where a second rounding would show."""
+    halves = (torch.arange(256) + 0.5) / 127.5 - 1
+    noise = torch.randn(3 * channels * 256, generator=torch.Generator().manual_seed(0)) * 1.5
+    x = torch.cat([halves.repeat(channels), noise]).float().view(4, channels, 16, 16)
+    ours = [np.array(image) for image in to_output(x, "pil")]
+    theirs = [np.array(image) for image in DDPMPipeline.numpy_to_pil(to_output(x, "np"))]
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
 
 @pytest.mark.parametrize(
