@@ -1,4 +1,5 @@
-"""``ddpm_hf.evaluate``'s results as a markdown report and as a plot of classifier-FID against network evaluations."""
+"""``ddpm_hf.evaluate``'s results (``Evaluation``) as a markdown report, the README's table of the shipped models and a
+plot of classifier-FID against network evaluations."""
 
 from __future__ import annotations
 
@@ -7,127 +8,124 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from .eval_result import BoundEstimate, Evaluation, Quality
+
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
 
 
-def _quality_rows(columns: list[tuple[str, dict]]) -> list[str]:
+def _quality_rows(columns: list[tuple[str, Quality]]) -> list[str]:
     rows = [
-        ("classifier-FID vs test ↓", lambda q: f"{q['fid']:.3f}"),
-        ("classifier Inception Score ↑ (max 10)", lambda q: f"{q['inception_score']:.3f}"),
-        ("confident share (p ≥ 0.9) ↑", lambda q: f"{q['confident_share']:.3f}"),
-        ("class histogram 0..9", lambda q: " ".join(str(c) for c in q["histogram"])),
+        ("classifier-FID vs test ↓", lambda q: f"{q.fid:.3f}"),
+        ("classifier Inception Score ↑ (max 10)", lambda q: f"{q.inception_score:.3f}"),
+        ("confident share (p ≥ 0.9) ↑", lambda q: f"{q.confident_share:.3f}"),
+        ("class histogram 0..9", lambda q: " ".join(str(c) for c in q.histogram)),
     ]
     lines = ["| metric | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     return lines + [f"| {label} | " + " | ".join(cell(q) for _, q in columns) + " |" for label, cell in rows]
 
 
-def sweep_table(result: dict) -> list[str]:
+def sweep_table(result: Evaluation) -> list[str]:
     """The sweep as markdown table lines: one row per (sampler, steps) under the real floor's row."""
-    floor = result["train_floor"]
+    floor = result.train_floor
     lines = [
         "| sampler | steps (NFE) | classifier-FID ↓ | classifier IS ↑ | confident share ↑ | s / image |",
         "|---|---|---|---|---|---|",
-        f"| real floor | – | {floor['fid']:.3f} | {floor['inception_score']:.3f} | {floor['confident_share']:.3f} | – |",
+        f"| real floor | – | {floor.fid:.3f} | {floor.inception_score:.3f} | {floor.confident_share:.3f} | – |",
     ]
-    for e in result["sweep"]:
+    for e in result.sweep:
         lines.append(
-            f"| {e['sampler']} | {e['steps']} | {e['fid']:.3f} | {e['inception_score']:.3f} | "
-            f"{e['confident_share']:.3f} | {e['seconds_per_image']:.3f} |"
+            f"| {e.sampler} | {e.steps} | {e.quality.fid:.3f} | {e.quality.inception_score:.3f} | "
+            f"{e.quality.confident_share:.3f} | {e.seconds_per_image:.3f} |"
         )
     return lines
 
 
-def _scored(result: dict) -> dict[tuple[str, int], dict]:
-    """Every scored sample set of one evaluation, the main one and the sweep's, by (sampler, steps)."""
-    main = {(result["sampler"], result["steps"]): result["generated"]}
-    return main | {(e["sampler"], e["steps"]): e for e in result["sweep"]}
-
-
-def models_table(results: dict[str, dict]) -> list[str]:
+def models_table(results: dict[str, Evaluation]) -> list[str]:
     """The default models side by side, as the README shows them: one column per model (name → its eval.json),
     rows for the bound and for each scored sampler (classifier-FID with its ratio to the real floor, IS, confident
     share), then the real floor."""
-    scored = {name: _scored(r) for name, r in results.items()}
+    scored = {name: {key: score.quality for key, score in r.scored().items()} for name, r in results.items()}
     lines = ["| | " + " | ".join(f"`{name}`" for name in results) + " |", "|---" * (len(results) + 1) + "|"]
 
     def row(label: str, cell) -> None:
         lines.append(f"| {label} | " + " | ".join(cell(name, r) for name, r in results.items()) + " |")
 
-    def quality(q: dict | None, floor: dict) -> str:
+    def quality(q: Quality | None, floor: Quality) -> str:
         if q is None:
             return "–"
-        ratio = q["fid"] / floor["fid"]
-        return f"{q['fid']:.1f} ({ratio:.2f}×) / {q['inception_score']:.2f} / {q['confident_share']:.3f}"
+        ratio = q.fid / floor.fid
+        return f"{q.fid:.1f} ({ratio:.2f}×) / {q.inception_score:.2f} / {q.confident_share:.3f}"
 
-    row("N samples; timesteps", lambda name, r: f"{r['num_samples']}; {r.get('timestep_spacing', 'leading')}")
-    row("NLL bound, bits/dim ↓", lambda name, r: f"{r['nll']['mean']:.3f} ± {r['nll']['standard_error']:.3f}")
-    row("bound estimator", lambda name, r: bound_estimator(r["nll"]))
+    row("N samples; timesteps", lambda name, r: f"{r.num_samples}; {r.timestep_spacing or 'leading'}")
+    row("NLL bound, bits/dim ↓", lambda name, r: f"{r.nll.mean:.3f} ± {r.nll.standard_error:.3f}")
+    row("bound estimator", lambda name, r: bound_estimator(r.nll))
     keys = {key for found in scored.values() for key in found}
     for sampler, steps in sorted(keys, key=lambda k: (k[0] != "ddpm", -k[1])):
         row(
             f"{sampler} {steps} steps: FID (× floor) / IS / confident share",
-            lambda name, r, key=(sampler, steps): quality(scored[name].get(key), r["train_floor"]),
+            lambda name, r, key=(sampler, steps): quality(scored[name].get(key), r.train_floor),
         )
-    row("real floor: FID / IS / confident share", lambda name, r: quality(r["train_floor"], r["train_floor"]))
+    row("real floor: FID / IS / confident share", lambda name, r: quality(r.train_floor, r.train_floor))
     row(
         "test images: IS / confident share",
-        lambda name, r: f"{r['test']['inception_score']:.2f} / {r['test']['confident_share']:.3f}",
+        lambda name, r: f"{r.test.inception_score:.2f} / {r.test.confident_share:.3f}",
     )
     return lines
 
 
-def bound_estimator(nll: dict) -> str:
+def bound_estimator(nll: BoundEstimate) -> str:
     """How the bound was estimated, in words: exact small-t terms plus per-image strata, or shared strata."""
-    if "exact_timesteps" not in nll:
-        return f"{nll['num_timesteps']} stratified timesteps shared by each batch"
-    return f"t ≤ {nll['exact_timesteps']} exact, {nll['num_timesteps']} strata above with t drawn per image"
+    if nll.exact_timesteps is None:
+        return f"{nll.num_timesteps} stratified timesteps shared by each batch"
+    return f"t ≤ {nll.exact_timesteps} exact, {nll.num_timesteps} strata above with t drawn per image"
 
 
 def readme_table(models_dir: str | Path = "models") -> str:
-    """The README's table of the shipped DDPMs, from each ``<models_dir>/ddpm-*/eval.json``."""
-    import json
+    """The README's table of the shipped DDPMs, from each ``<models_dir>/ddpm-*/eval.json``.
 
+    Public though only a test calls it: it is how the README's table is made after a model is re-evaluated.
+    """
     folders = sorted(p for p in Path(models_dir).glob("ddpm-*") if (p / "eval.json").is_file())
     folders.sort(key=lambda p: p.name != "ddpm-mnist")  # the app's default first
-    return "\n".join(models_table({p.name: json.loads((p / "eval.json").read_text()) for p in folders}))
+    return "\n".join(models_table({p.name: Evaluation.read(p / "eval.json") for p in folders}))
 
 
-def format_report(result: dict) -> str:
+def format_report(result: Evaluation) -> str:
     """Render ``evaluate``'s result as markdown (deterministic apart from the sweep's wall-time column).
 
     Returns:
         The report text.
     """
-    n, steps, seed, sampler = result["num_samples"], result["steps"], result["seed"], result["sampler"]
-    acc = result["classifier_test_accuracy"]
+    n, steps, seed, sampler = result.num_samples, result.steps, result.seed, result.sampler
+    acc = result.classifier_test_accuracy
     accuracy = f" (test accuracy {100 * acc:.2f}%)" if acc is not None else ""
     lines = [
-        f"## DDPM evaluation: `{result['model']}` on {result['dataset']}",
+        f"## DDPM evaluation: `{result.model}` on {result.dataset}",
         "",
         (
             f"N = {n} generated vs {n} test images (train subset of {n} for the real floor), sampler = {sampler}, "
-            f"num_inference_steps = {steps}, seed = {seed}; classifier `{result['classifier']}`{accuracy}."
+            f"num_inference_steps = {steps}, seed = {seed}; classifier `{result.classifier}`{accuracy}."
         ),
         "",
     ]
-    nll = result["nll"]
+    nll = result.nll
     if nll is not None:
         lines += [
             "| negative log-likelihood (variational bound) | mean | standard error | N test images | estimator |",
             "|---|---|---|---|---|",
             (
-                f"| bits/dim ↓ | {nll['mean']:.4f} | {nll['standard_error']:.4f} | {nll['num_images']} | "
+                f"| bits/dim ↓ | {nll.mean:.4f} | {nll.standard_error:.4f} | {nll.num_images} | "
                 f"{bound_estimator(nll)} |"
             ),
             "",
         ]
     columns = [
-        (f"generated ({sampler}, {steps} steps)", result["generated"]),
-        ("real floor: train subset", result["train_floor"]),
-        ("test images", result["test"]),
+        (f"generated ({sampler}, {steps} steps)", result.generated.quality),
+        ("real floor: train subset", result.train_floor),
+        ("test images", result.test),
     ]
     lines += _quality_rows(columns)
-    if result["sweep"]:
+    if result.sweep:
         lines += [
             "",
             f"Quality against sampling cost (N = {n}, same seeds for every entry):",
@@ -137,25 +135,25 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_fid_vs_nfe(result: dict, path: str | Path, size: tuple[int, int] = (640, 420)) -> Path:
+def plot_fid_vs_nfe(result: Evaluation, path: str | Path, size: tuple[int, int] = (640, 420)) -> Path:
     """Draw classifier-FID (linear y) against network evaluations per image (log x), one line per sampler, with the
     real floor as a grey horizontal line; saved as PNG.
 
     Returns:
         ``path`` as a ``Path``.
     """
-    sweep = result["sweep"]
+    sweep = result.sweep
     if not sweep:
         raise ValueError("the results hold no sweep to plot; run with --steps_sweep")
     width, height = size
     left, right, top, bottom = 64, 130, 30, 48
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
-    nfes = [e["nfe"] for e in sweep]
+    nfes = [e.nfe for e in sweep]
     lo_x, hi_x = math.log10(min(nfes)), math.log10(max(nfes))
     hi_x = hi_x if hi_x > lo_x else lo_x + 1
-    floor = result["train_floor"]["fid"]
-    top_y = max(max(e["fid"] for e in sweep), floor) * 1.05 or 1.0
+    floor = result.train_floor.fid
+    top_y = max(max(e.quality.fid for e in sweep), floor) * 1.05 or 1.0
 
     def xy(nfe: float, fid: float) -> tuple[float, float]:
         x = left + (math.log10(nfe) - lo_x) / (hi_x - lo_x) * (width - left - right)
@@ -172,13 +170,13 @@ def plot_fid_vs_nfe(result: dict, path: str | Path, size: tuple[int, int] = (640
         draw.line((x, height - bottom, x, height - bottom + 4), fill="black")
         draw.text((x - 8, height - bottom + 8), str(nfe), fill="black")
     draw.text((left, height - 18), "network evaluations per image (log scale)", fill="black")
-    draw.text((left, 8), f"classifier-FID vs NFE on {result['dataset']} (N = {result['num_samples']})", fill="black")
+    draw.text((left, 8), f"classifier-FID vs NFE on {result.dataset} (N = {result.num_samples})", fill="black")
     y_floor = xy(min(nfes), floor)[1]
     draw.line((left, y_floor, width - right, y_floor), fill=(150, 150, 150), width=2)
     draw.text((width - right + 8, y_floor - 6), "real floor", fill=(110, 110, 110))
-    for i, sampler in enumerate(dict.fromkeys(e["sampler"] for e in sweep)):
+    for i, sampler in enumerate(dict.fromkeys(e.sampler for e in sweep)):
         colour = COLOURS[i % len(COLOURS)]
-        points = [xy(e["nfe"], e["fid"]) for e in sorted(sweep, key=lambda e: e["nfe"]) if e["sampler"] == sampler]
+        points = [xy(e.nfe, e.quality.fid) for e in sorted(sweep, key=lambda e: e.nfe) if e.sampler == sampler]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         for x, y in points:

@@ -11,15 +11,15 @@
   classifier-FID against NFE.
 
 Samples are drawn with one seeded generator per image (seed + i), so a sample does not depend on the batch size and
-every sweep entry starts from the same x_T. ``--output_json`` writes the results for ``python -m ddpm_hf.hub card``.
+every sweep entry starts from the same x_T. The result is an ``ddpm_hf.eval_result.Evaluation``; ``--output_json``
+writes it for ``python -m ddpm_hf.hub card``.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ import torch
 from .classifier import load_classifier, predict
 from .cli import build_parser, input_error, setting
 from .data import BUILT_IN, load_dataset, to_model_range, to_uint8
+from .eval_result import SETTINGS, BoundEstimate, Evaluation, Quality, SampleScore
 from .likelihood import estimate_bound
 from .metrics import quality
 from .pipeline_io import load_pipeline
@@ -103,13 +104,9 @@ def generate(
 
 def negative_log_likelihood(
     unet, scheduler, images_uint8: torch.Tensor, exact_timesteps: int, num_timesteps: int, seed: int, batch_size: int
-) -> dict:
-    """The variational bound in bits/dim: mean over images of ``estimate_bound`` and its standard error.
-
-    Returns:
-        Dict with ``mean``, ``standard_error`` (across images, including the timestep draw), ``num_images``,
-        ``exact_timesteps`` (S) and ``num_timesteps`` (K).
-    """
+) -> BoundEstimate:
+    """The variational bound in bits/dim: mean over images of ``estimate_bound`` and its standard error (across
+    images, including the timestep draw), with S = ``exact_timesteps`` and K = ``num_timesteps``."""
     generator, totals = torch.Generator().manual_seed(seed), []
     for start in range(0, len(images_uint8), batch_size):
         x0 = to_model_range(images_uint8[start : start + batch_size]).to(unet.device)
@@ -119,13 +116,7 @@ def negative_log_likelihood(
         print(f"[nll S={exact_timesteps} K={num_timesteps}] {done} images", file=sys.stderr, flush=True)
     total = torch.cat(totals).double()
     se = float(total.std() / len(total) ** 0.5) if len(total) > 1 else float("nan")
-    return {
-        "mean": float(total.mean()),
-        "standard_error": se,
-        "num_images": len(total),
-        "exact_timesteps": exact_timesteps,
-        "num_timesteps": num_timesteps,
-    }
+    return BoundEstimate(float(total.mean()), se, len(total), num_timesteps, exact_timesteps)
 
 
 def check_eval_config(cfg: EvalConfig) -> None:
@@ -140,28 +131,22 @@ def check_eval_config(cfg: EvalConfig) -> None:
         raise ValueError("--plot draws the sweep: give --steps_sweep too")
 
 
-def _score(unet, scheduler, cfg: EvalConfig, sampler: str, steps: int, judge) -> dict:
+def _score(unet, scheduler, cfg: EvalConfig, sampler: str, steps: int, judge) -> SampleScore:
     """Quality of ``num_samples`` images from (sampler, steps), with wall time per image and NFE."""
     start = time.perf_counter()
     images = generate(
         unet, scheduler, cfg.num_samples, steps, cfg.seed, cfg.batch_size, sampler=sampler, precision=cfg.precision
     )
     seconds = time.perf_counter() - start
-    return {
-        "sampler": sampler,
-        "steps": steps,
-        "nfe": steps,
-        **judge(images),
-        "seconds_per_image": seconds / cfg.num_samples,
-    }
+    return SampleScore(sampler, steps, steps, judge(images), seconds / cfg.num_samples)
 
 
-def evaluate(cfg: EvalConfig) -> dict:
+def evaluate(cfg: EvalConfig) -> Evaluation:
     """Evaluate a pipeline folder or Hub repo against a dataset's test split (see the module docstring).
 
     Returns:
-        The JSON-serialisable results: the settings, ``test`` and ``train_floor`` (real images), ``generated`` (the
-        main sample set), ``nll`` (or None), ``sweep`` (a list of per-(sampler, steps) entries) and ``seconds``.
+        The settings, the real images' scores (``test``, ``train_floor``), the bound (``nll``, or None), the sweep's
+        sample sets and the main one (``generated``).
     """
     check_eval_config(cfg)
     model = cfg.model or str(MODELS_DIR / f"ddpm-{cfg.dataset}")
@@ -187,25 +172,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     train_index = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(cfg.seed))
     test_view = predict(classifier_model, test.images[test_index[: cfg.num_samples]])
 
-    def judge(images: torch.Tensor) -> dict:
-        return quality(predict(classifier_model, images), test_view)
+    def judge(images: torch.Tensor) -> Quality:
+        return Quality.from_json(quality(predict(classifier_model, images), test_view))
 
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("output_json", "plot", "device")}
-    result = {
-        **settings,
-        "model": shown,
-        "timestep_spacing": STRIDED_SPACING,
-        "classifier": str(classifier_path),
-        "classifier_test_accuracy": classifier_model.config.get("test_accuracy"),
-        "test": {**judge(test.images[test_index[: cfg.num_samples]]), "fid": 0.0},  # the reference itself
-        "train_floor": judge(train.images[train_index[: cfg.num_samples]]),
-        "nll": None,
-        "sweep": [],
-        "seconds": {},
-    }
+    test_quality = replace(judge(test.images[test_index[: cfg.num_samples]]), fid=0.0)  # the reference itself
+    floor = judge(train.images[train_index[: cfg.num_samples]])
+    nll = nll_seconds = None
     if cfg.nll_images:
         start = time.perf_counter()
-        result["nll"] = negative_log_likelihood(
+        nll = negative_log_likelihood(
             unet,
             scheduler,
             test.images[test_index[: cfg.nll_images]],
@@ -214,13 +189,25 @@ def evaluate(cfg: EvalConfig) -> dict:
             cfg.seed,
             cfg.batch_size,
         )
-        result["seconds"]["nll"] = time.perf_counter() - start
-    for sampler in dict.fromkeys(cfg.samplers or (cfg.sampler,)):
-        for count in dict.fromkeys(cfg.steps_sweep):
-            result["sweep"].append(_score(unet, scheduler, cfg, sampler, count, judge))
-    main = [e for e in result["sweep"] if (e["sampler"], e["steps"]) == (cfg.sampler, cfg.steps)]
-    result["generated"] = main[0] if main else _score(unet, scheduler, cfg, cfg.sampler, cfg.steps, judge)
-    return result
+        nll_seconds = time.perf_counter() - start
+    sweep = tuple(
+        _score(unet, scheduler, cfg, sampler, count, judge)
+        for sampler in dict.fromkeys(cfg.samplers or (cfg.sampler,))
+        for count in dict.fromkeys(cfg.steps_sweep)
+    )
+    main = [e for e in sweep if (e.sampler, e.steps) == (cfg.sampler, cfg.steps)]
+    settings = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in SETTINGS}
+    return Evaluation(
+        **{**settings, "model": shown, "classifier": str(classifier_path)},
+        timestep_spacing=STRIDED_SPACING,
+        classifier_test_accuracy=classifier_model.config.get("test_accuracy"),
+        test=test_quality,
+        train_floor=floor,
+        nll=nll,
+        sweep=sweep,
+        nll_seconds=nll_seconds,
+        generated=main[0] if main else _score(unet, scheduler, cfg, cfg.sampler, cfg.steps, judge),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(result))
     print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     if cfg.output_json:
-        Path(cfg.output_json).write_text(json.dumps(result, indent=2) + "\n")
+        result.write(cfg.output_json)
     if cfg.plot:
         plot_fid_vs_nfe(result, cfg.plot)
     return 0

@@ -23,6 +23,7 @@ from huggingface_hub.utils import validate_repo_id
 from .cli import add_flags, input_error, setting
 from .data import BUILT_IN
 from .eval_report import bound_estimator, sweep_table
+from .eval_result import Evaluation
 
 TRAINING_INFO = "training_info.json"
 SAMPLE_GRID = "samples.png"  # 16 samples with seed 0, written at the end of training
@@ -46,7 +47,7 @@ PATH_SETTINGS = {
     "pretrained_model_name_or_path",
 }
 TASK = "unconditional-image-generation"
-# (result key, metric type on the Hub, name in the card)
+# (Quality field, metric type on the Hub, name in the card)
 METRICS = [
     ("fid", "fid", "classifier-FID"),
     ("inception_score", "inception_score", "classifier Inception Score"),
@@ -80,23 +81,24 @@ def _cell(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def eval_metrics(results: dict) -> list[tuple[str, str, str, float]]:
+def eval_metrics(results: Evaluation) -> list[tuple[str, str, str, float]]:
     """(metric type, card name, config, value) of the headline numbers of an ``evaluate`` result."""
-    settings = f"N={results['num_samples']}, {results['sampler']} {results['steps']} steps"
-    rows = [(hub, f"{name} ({settings})", key, results["generated"][key]) for key, hub, name in METRICS]
-    if results.get("nll"):
-        rows.append(("bits_per_dim", "NLL bound, bits/dim (test)", "nll", results["nll"]["mean"]))
+    settings = f"N={results.num_samples}, {results.sampler} {results.steps} steps"
+    generated = results.generated.quality
+    rows = [(hub, f"{name} ({settings})", key, getattr(generated, key)) for key, hub, name in METRICS]
+    if results.nll:
+        rows.append(("bits_per_dim", "NLL bound, bits/dim (test)", "nll", results.nll.mean))
     return [(hub, name, key, float(value)) for hub, name, key, value in rows]
 
 
-def _results_section(results: dict, plot: str | None) -> str:
-    floor = results["train_floor"]
+def _results_section(results: Evaluation, plot: str | None) -> str:
+    floor = results.train_floor
     lines = [
         "## Evaluation",
         "",
         (
-            f"`python -m ddpm_hf.evaluate` on {results['dataset']} (classifier "
-            f"`{Path(results['classifier']).name}`, seed {results['seed']}); the real floor scores {results['num_samples']}"
+            f"`python -m ddpm_hf.evaluate` on {results.dataset} (classifier "
+            f"`{Path(results.classifier).name}`, seed {results.seed}); the real floor scores {results.num_samples}"
             " training images against the test images."
         ),
         "",
@@ -105,19 +107,18 @@ def _results_section(results: dict, plot: str | None) -> str:
     ]
     for _, name, key, value in eval_metrics(results):
         if key == "nll":  # the bound has no real floor; its standard error stands beside it
-            nll = results["nll"]
+            nll = results.nll
             spread = (
-                f"± {nll['standard_error']:.4f} (standard error; {nll['num_images']} test images,"
-                f" {bound_estimator(nll)})"
+                f"± {nll.standard_error:.4f} (standard error; {nll.num_images} test images, {bound_estimator(nll)})"
             )
             lines.append(f"| {name} | {value:.4f} {spread} | |")
         else:
-            lines.append(f"| {name} | {value:.4f} | {floor[key]:.4f} |")
-    if results.get("sweep"):
+            lines.append(f"| {name} | {value:.4f} | {getattr(floor, key):.4f} |")
+    if results.sweep:
         lines += [
             "",
             (
-                f"Quality against sampling cost, the same {results['num_samples']} seeds for every sampler and step"
+                f"Quality against sampling cost, the same {results.num_samples} seeds for every sampler and step"
                 " count (s / image: wall time on the evaluating machine):"
             ),
             "",
@@ -132,7 +133,7 @@ def render_card(
     info: dict,
     repo_id: str | None = None,
     grid: str | None = SAMPLE_GRID,
-    eval_results: dict | None = None,
+    eval_results: Evaluation | None = None,
     history: list[str] | None = None,
     plot: str | None = None,
 ) -> ModelCard:
@@ -142,7 +143,7 @@ def render_card(
         info: ``{"recipe": {...}, "dataset": name, "dataset_id": Hub id or None, "license": ..., "run": {...}}``.
         repo_id: the Hub repo the card is for (names the model in the metadata and the code snippet).
         grid: a sample grid file in the folder, or None.
-        eval_results: the JSON ``python -m ddpm_hf.evaluate --output_json`` writes, or None.
+        eval_results: ``ddpm_hf.evaluate``'s result (``Evaluation.read`` of its ``--output_json``), or None.
         history: lines on how the model came to be (e.g. a warm start from another run).
         plot: a picture of classifier-FID against network evaluations in the folder, or None.
 
@@ -289,8 +290,8 @@ def render_folder_card(settings: CardSettings) -> Path:
     present; returns the card's path."""
     folder = Path(settings.folder)
     info = json.loads((folder / TRAINING_INFO).read_text()) if (folder / TRAINING_INFO).is_file() else {}
-    results = json.loads(Path(settings.eval_json).read_text()) if settings.eval_json else None
-    history = settings.history or (results or {}).get("history") or info.get("history")
+    results = Evaluation.read(settings.eval_json) if settings.eval_json else None
+    history = settings.history or (results.history if results else ()) or info.get("history")
     grid = SAMPLE_GRID if (folder / SAMPLE_GRID).is_file() else None
     plot = SWEEP_PLOT if (folder / SWEEP_PLOT).is_file() else None
     return write_model_card(

@@ -1,6 +1,7 @@
 """Evaluation feeds the card: evaluate's JSON → ``python -m ddpm_hf.hub card`` → the Hub metadata parsed back gives the
 same numbers; the sweep table and plot; and the metrics rank weak models below a trained one."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 from ddpm_hf import evaluate, hub
 from ddpm_hf.eval_report import plot_fid_vs_nfe
+from ddpm_hf.eval_result import Evaluation
 from ddpm_hf.pipeline_io import save_pipeline
 from ddpm_hf.scheduling_ddpm_hf import DDPMHFScheduler
 from ddpm_hf.training import TrainConfig, train
@@ -68,7 +70,7 @@ def test_evaluate_json_to_card_metadata_round_trip(eval_json, untrained, tmp_pat
             }
         )
     )
-    plot_fid_vs_nfe(results, folder / hub.SWEEP_PLOT)
+    plot_fid_vs_nfe(Evaluation.from_json(results), folder / hub.SWEEP_PLOT)
     argv = [
         "card",
         str(folder),
@@ -103,14 +105,14 @@ def test_evaluate_json_to_card_metadata_round_trip(eval_json, untrained, tmp_pat
 
 
 def test_the_sweep_plot(eval_json, tmp_path):
-    results = json.loads(eval_json.read_text())
+    results = Evaluation.read(eval_json)
     path = plot_fid_vs_nfe(results, tmp_path / "fid.png")
     image = Image.open(path)
     assert image.size == (640, 420)
     pixels = torch.from_numpy(np.array(image.convert("RGB"))).view(-1, 3)
     assert ((pixels[:, 0] == 31) & (pixels[:, 1] == 119) & (pixels[:, 2] == 180)).any()  # the ddpm line is drawn
     with pytest.raises(ValueError, match="no sweep"):
-        plot_fid_vs_nfe({**results, "sweep": []}, tmp_path / "none.png")
+        plot_fid_vs_nfe(dataclasses.replace(results, sweep=()), tmp_path / "none.png")
 
 
 @pytest.mark.timeout(400)
@@ -134,15 +136,15 @@ def test_metrics_rank_weak_models_below_a_trained_one(untrained, tmp_path):
     scores = {}
     for name, model in (("untrained", untrained), ("brief", brief), ("good", GOOD)):
         cfg = evaluate.EvalConfig(model=str(model), num_samples=32, steps=25, nll_images=0, batch_size=32)
-        scores[name] = evaluate.evaluate(cfg)["generated"]
+        scores[name] = evaluate.evaluate(cfg).generated.quality
     for weak in ("untrained", "brief"):
-        assert scores["good"]["fid"] < scores[weak]["fid"], scores
-        assert scores["good"]["inception_score"] > scores[weak]["inception_score"], scores
+        assert scores["good"].fid < scores[weak].fid, scores
+        assert scores["good"].inception_score > scores[weak].inception_score, scores
     # why confident share is never reported alone: an untrained UNet's blobs collapse onto few classes (its top class
     # holds over twice the trained model's share of samples) and yet the classifier is about as often confident
-    top = {name: max(q["histogram"]) / sum(q["histogram"]) for name, q in scores.items()}
+    top = {name: max(q.histogram) / sum(q.histogram) for name, q in scores.items()}
     assert top["untrained"] > 2 * top["good"], (top, scores)
-    assert scores["untrained"]["confident_share"] > 0.5 * scores["good"]["confident_share"], scores
+    assert scores["untrained"].confident_share > 0.5 * scores["good"].confident_share, scores
 
 
 @pytest.mark.parametrize("name", ["ddpm-mnist", "ddpm-fashion-mnist"])
@@ -161,6 +163,16 @@ def test_each_shipped_card_is_its_evaluation(name, tmp_path):
     parsed = {r.metric_type: r.metric_value for r in ModelCard.load(folder / "README.md").data.eval_results}
     assert parsed["fid"] == round(results["generated"]["fid"], 4)
     assert parsed["bits_per_dim"] == round(results["nll"]["mean"], 4)
+
+
+@pytest.mark.parametrize("name", ["ddpm-mnist", "ddpm-fashion-mnist"])
+def test_each_shipped_evaluation_reads_and_writes_back_unchanged(name, tmp_path):
+    """The typed result holds every number of the shipped eval.json, the older Fashion-MNIST one (no timestep
+    spacing, shared-strata bound) included: written back, the file is the same to the byte."""
+    shipped = REPO / "models" / name / "eval.json"
+    result = Evaluation.read(shipped)
+    assert result.write(tmp_path / "eval.json").read_text() == shipped.read_text()
+    assert result.generated.quality.fid == json.loads(shipped.read_text())["generated"]["fid"]
 
 
 def test_the_readme_shows_the_shipped_models_as_evaluated():
