@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 from safetensors import SafetensorError
 from torch import nn
 
 from .data import DataError, load_dataset, to_model_range
+from .pipeline_io import is_local
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -219,19 +220,27 @@ def accuracy(model: Classifier, images_uint8: torch.Tensor, labels: torch.Tensor
     return float((predict(model, images_uint8)[0].argmax(1) == labels.numpy()).mean())
 
 
-def load_classifier(path: str | os.PathLike) -> Classifier:
-    """Load a classifier folder written by ``Classifier.save_pretrained`` (safetensors only; nothing is unpickled).
+def load_classifier(source: str | os.PathLike, **hub_kwargs) -> Classifier:
+    """Load a classifier written by ``Classifier.save_pretrained`` (safetensors only; nothing is unpickled).
 
     Args:
-        path: a local folder holding ``model.safetensors`` and ``config.json``.
+        source: a local folder holding ``model.safetensors`` and ``config.json``, or a Hub repo id (those two files
+            are downloaded, nothing else).
+        **hub_kwargs: for a repo id, passed to ``huggingface_hub.snapshot_download`` (``revision``, ``token``, ...).
 
     Returns:
         The classifier in eval mode; ``model.config`` holds its ``config.json``.
 
     Raises:
-        ValueError: the folder or a file is missing, the config is not JSON, or the weights do not fit it.
+        ValueError: the folder, the repo or a file is missing, the config is not JSON, or the weights do not fit it.
     """
-    path = Path(path)
+    path = Path(source).expanduser()
+    if not is_local(str(source)):
+        try:
+            path = Path(snapshot_download(str(source), allow_patterns=[WEIGHTS_NAME, CONFIG_NAME], **hub_kwargs))
+        except (OSError, ValueError) as e:  # no such repo, no access, offline, or not a repo id
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"classifier {source} (local folder or Hub repo) could not be loaded: {reason}") from None
     if not (path / WEIGHTS_NAME).is_file() or not (path / CONFIG_NAME).is_file():
         raise ValueError(
             f"classifier {path}: needs {WEIGHTS_NAME} and {CONFIG_NAME} (train one with "

@@ -1,15 +1,30 @@
 """Command lines built from settings dataclasses: each field is a flag, its metadata ``help`` the help text and its
-default the only default (``setting(default, help)``), so a setting cannot drift between the CLI and the library."""
+default the only default (``setting(default, help)``), so a setting cannot drift between the CLI and the library.
+
+A setting may also name a default for the command line only (``cli_default``): the library takes that setting
+explicitly, and the CLI fills it from the other flags, e.g. the classifier shipped in this checkout's ``models/``
+for the dataset asked for (``shipped``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models"  # this checkout's models/: CLI defaults only
+
+
+def shipped(name: str) -> str:
+    """``models/<name>`` of this checkout, relative to the working directory (so a record of it names no home
+    folder), for a CLI default; e.g. ``shipped("mnist-classifier")``."""
+    return os.path.relpath(SHIPPED_MODELS / name)
 
 
 def setting(default: Any = None, help: str = "", default_factory: Callable[[], Any] | None = None, **extra) -> Any:
@@ -19,7 +34,8 @@ def setting(default: Any = None, help: str = "", default_factory: Callable[[], A
         default: the default value (ignored with ``default_factory``).
         help: the help text of the flag.
         default_factory: computes the default when the config is built (e.g. from the environment).
-        **extra: more metadata (``repr=False`` is passed to the field).
+        **extra: more metadata: ``repr=False`` is passed to the field; ``positional=True`` makes the flag positional;
+            ``cli_default=f`` fills a flag left at None on the command line with ``f(parsed flags)``.
 
     Returns:
         A ``dataclasses.field``.
@@ -60,12 +76,29 @@ def _default(field: dataclasses.Field) -> Any:
     return field.default
 
 
-def add_flags(parser: argparse.ArgumentParser, config_cls: type) -> argparse.ArgumentParser:
+class SettingsParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that fills each flag left at None whose setting has a ``cli_default`` (after parsing,
+    from the parsed flags)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cli_defaults: dict[str, Callable[[argparse.Namespace], Any]] = {}
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for name, derive in self.cli_defaults.items():
+            if getattr(namespace, name, None) is None:
+                setattr(namespace, name, derive(namespace))
+        return namespace, extras
+
+
+def add_flags(parser: SettingsParser, config_cls: type) -> SettingsParser:
     """Add one ``--name`` flag per field of ``config_cls`` to ``parser`` (bools are switches, ``list[str]`` fields
-    repeat, fields whose metadata says ``positional=True`` are positional arguments).
+    repeat, fields whose metadata says ``positional=True`` are positional arguments, ``cli_default`` fills a flag
+    not given).
 
     Args:
-        parser: the parser (or subcommand parser) to extend.
+        parser: the parser (or subcommand parser: ``add_subparsers`` makes them ``SettingsParser`` too) to extend.
         config_cls: a dataclass whose fields were made with ``setting``.
 
     Returns:
@@ -74,6 +107,8 @@ def add_flags(parser: argparse.ArgumentParser, config_cls: type) -> argparse.Arg
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         text, default = field.metadata.get("help", ""), _default(field)
+        if "cli_default" in field.metadata:
+            parser.cli_defaults[field.name] = field.metadata["cli_default"]
         if field.metadata.get("positional"):
             parser.add_argument(field.name, help=text)
         elif hints[field.name] is bool:
@@ -87,8 +122,8 @@ def add_flags(parser: argparse.ArgumentParser, config_cls: type) -> argparse.Arg
     return parser
 
 
-def build_parser(config_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` with one ``--name`` flag per field of ``config_cls`` (``add_flags``).
+def build_parser(config_cls: type, prog: str, description: str) -> SettingsParser:
+    """A ``SettingsParser`` with one ``--name`` flag per field of ``config_cls`` (``add_flags``).
 
     Args:
         config_cls: a dataclass whose fields were made with ``setting``.
@@ -98,7 +133,7 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
     Returns:
         The parser; ``vars(parser.parse_args())`` builds ``config_cls``.
     """
-    return add_flags(argparse.ArgumentParser(prog=prog, description=description), config_cls)
+    return add_flags(SettingsParser(prog=prog, description=description), config_cls)
 
 
 def input_error(prog: str, error: Exception) -> int:

@@ -20,12 +20,11 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 import torch
 
 from .classifier import load_classifier, predict
-from .cli import build_parser, input_error, setting
+from .cli import build_parser, input_error, setting, shipped
 from .data import BUILT_IN, load_dataset, to_model_range, to_uint8
 from .eval_result import SETTINGS, BoundEstimate, Evaluation, Quality, SampleScore
 from .likelihood import estimate_bound
@@ -33,8 +32,6 @@ from .metrics import quality
 from .pipeline_io import load_pipeline
 from .sampling import SAMPLERS, STRIDED_SPACING, sample
 from .validate import check_choice, check_int
-
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def _default_device() -> str:
@@ -45,7 +42,11 @@ def _default_device() -> str:
 class EvalConfig:
     """Every evaluation setting; ``python -m ddpm_hf.evaluate --help`` lists them with these defaults."""
 
-    model: str | None = setting(None, "pipeline folder or Hub repo id (default: the shipped models/ddpm-<dataset>)")
+    model: str | None = setting(
+        None,
+        "pipeline folder or Hub repo id (CLI default: this checkout's models/ddpm-<dataset>)",
+        cli_default=lambda flags: shipped(f"ddpm-{flags.dataset}"),
+    )
     dataset: str = setting("mnist", "mnist or fashion-mnist (the test split and classifier to judge against)")
     num_samples: int = setting(1000, "N generated, N test and N train images")
     steps: int = setting(1000, "num_inference_steps of the main sample set")
@@ -60,7 +61,11 @@ class EvalConfig:
     nll_exact_timesteps: int = setting(50, "S: the bound's terms at t = 1..S are summed exactly (the largest ones)")
     seed: int = setting(0, "seeds the samples, the test/train subsets and the bound's timesteps and noise")
     batch_size: int = setting(250, "images per sampling / likelihood batch")
-    classifier: str | None = setting(None, "classifier folder (default: models/<dataset>-classifier)")
+    classifier: str | None = setting(
+        None,
+        "classifier folder or Hub repo id (CLI default: this checkout's models/<dataset>-classifier)",
+        cli_default=lambda flags: shipped(f"{flags.dataset}-classifier"),
+    )
     device: str = setting(
         help="torch device for the UNet (default: cuda when available)", default_factory=_default_device
     )
@@ -122,6 +127,8 @@ def negative_log_likelihood(
 def check_eval_config(cfg: EvalConfig) -> None:
     """Refuse bad settings that need no model (``ValueError`` naming the setting)."""
     check_choice("dataset", cfg.dataset, BUILT_IN)
+    if not cfg.model or not cfg.classifier:
+        raise ValueError("give the model and the classifier (each a folder or Hub repo id) to evaluate with")
     for name in (cfg.sampler, *cfg.samplers):
         check_choice("sampler", name, SAMPLERS)
     check_int("num_samples", cfg.num_samples, 2, 10000)
@@ -149,10 +156,8 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
         sample sets and the main one (``generated``).
     """
     check_eval_config(cfg)
-    model = cfg.model or str(MODELS_DIR / f"ddpm-{cfg.dataset}")
-    shown = cfg.model or f"models/ddpm-{cfg.dataset}"  # the record names the shipped model, not this machine's path
-    classifier_path = Path(cfg.classifier) if cfg.classifier else MODELS_DIR / f"{cfg.dataset}-classifier"
-    classifier_model = load_classifier(classifier_path)
+    model = cfg.model
+    classifier_model = load_classifier(cfg.classifier)
     pipeline = load_pipeline(model)
     unet, scheduler = pipeline.unet.to(cfg.device), pipeline.scheduler
     T = scheduler.config.num_train_timesteps
@@ -198,7 +203,7 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
     main = [e for e in sweep if (e.sampler, e.steps) == (cfg.sampler, cfg.steps)]
     settings = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in SETTINGS}
     return Evaluation(
-        **{**settings, "model": shown, "classifier": str(classifier_path)},
+        **settings,
         timestep_spacing=STRIDED_SPACING,
         classifier_test_accuracy=classifier_model.config.get("test_accuracy"),
         test=test_quality,

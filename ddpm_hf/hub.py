@@ -45,6 +45,7 @@ PATH_SETTINGS = {
     "model_config",
     "resume_from_checkpoint",
     "pretrained_model_name_or_path",
+    "eval_classifier",
 }
 TASK = "unconditional-image-generation"
 # (Quality field, metric type on the Hub, name in the card)

@@ -110,6 +110,14 @@ def save_pipeline(unet: UNet2DModel, scheduler: DDPMHFScheduler, path: str | os.
     return path
 
 
+def is_local(source: str) -> bool:
+    """Whether ``source`` names a local path rather than a Hub repo id: it exists, starts like a path (".", "/",
+    "~"), or has more parts than ``namespace/name``."""
+    return (
+        os.path.exists(source) or source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1)
+    )
+
+
 def load_pipeline(path_or_repo: str | os.PathLike, **kwargs) -> DDPMPipeline:
     """Load a pipeline folder (local or a Hub repo id) as a ``DDPMPipeline`` with ``DDPMHFScheduler``.
 
@@ -124,7 +132,7 @@ def load_pipeline(path_or_repo: str | os.PathLike, **kwargs) -> DDPMPipeline:
         ValueError: the path is missing, is not a pipeline folder, or its weights are unreadable.
     """
     source = str(path_or_repo)
-    if os.path.exists(source) or source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
+    if is_local(source):
         folder = Path(source).expanduser()
         if not folder.is_dir():
             raise ValueError(f"model {source}: no such folder")

@@ -11,7 +11,7 @@ from typing import get_args
 
 from huggingface_hub import get_token
 
-from .cli import setting
+from .cli import setting, shipped
 from .data import BUILT_IN
 from .scheduling_ddpm_hf import PredictionType
 from .validate import check_choice, check_float, check_int
@@ -85,6 +85,12 @@ class TrainConfig:
     )
     eval_num_samples: int = setting(64, "samples per --eval_steps evaluation")
     eval_inference_steps: int = setting(50, "reverse steps of the --eval_steps samples")
+    eval_classifier: str | None = setting(
+        None,
+        "classifier folder or Hub repo id that scores the --eval_steps samples "
+        "(CLI default with --eval_steps: this checkout's models/<dataset>-classifier)",
+        cli_default=lambda flags: shipped(f"{flags.dataset}-classifier") if flags.eval_steps else None,
+    )
     logger: str = setting(
         help="none or tensorboard (default: tensorboard when installed)", default_factory=_default_logger
     )
@@ -150,6 +156,8 @@ def check_config(cfg: TrainConfig) -> None:
     check_choice("--prediction_type", cfg.prediction_type, get_args(PredictionType))
     if cfg.eval_steps and (cfg.train_data_dir or cfg.dataset_name):
         raise ValueError(f"--eval_steps needs a built-in --dataset ({', '.join(BUILT_IN)}): it uses their classifier")
+    if cfg.eval_steps and not cfg.eval_classifier:
+        raise ValueError("--eval_steps needs --eval_classifier, the classifier folder or Hub repo id that scores them")
     if cfg.push_to_hub and not cfg.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id")
     if cfg.push_to_hub and not (cfg.hub_token or get_token()):

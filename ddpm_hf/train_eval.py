@@ -17,7 +17,7 @@ import torch
 
 from .classifier import load_classifier, predict
 from .data import load_dataset
-from .evaluate import MODELS_DIR, generate
+from .evaluate import generate
 from .metrics import quality
 from .train_outputs import inference_unet
 from .train_state import TrainState
@@ -29,15 +29,18 @@ class PeriodicEval:
     """Scores the run's current model; call it as ``evaluator(state)``.
 
     Args:
-        dataset: "mnist" or "fashion-mnist" (its classifier ships in ``models/<dataset>-classifier``).
+        classifier: the classifier folder or Hub repo id that judges the samples (``--eval_classifier``).
+        dataset: "mnist" or "fashion-mnist": the test images the samples are compared with.
         num_samples: N samples and N test images.
         steps: reverse steps per sample.
         out: the run's folder (``eval_log.jsonl`` is appended there).
         batch_size: samples per batch of the reverse chain.
     """
 
-    def __init__(self, dataset: str, num_samples: int, steps: int, out: Path, batch_size: int = 64) -> None:
-        self.classifier = load_classifier(MODELS_DIR / f"{dataset}-classifier")
+    def __init__(
+        self, classifier: str, dataset: str, num_samples: int, steps: int, out: Path, batch_size: int = 64
+    ) -> None:
+        self.classifier = load_classifier(classifier)
         test = load_dataset(dataset, "test")
         index = torch.randperm(len(test.images), generator=torch.Generator().manual_seed(0))[:num_samples]
         self.reference = predict(self.classifier, test.images[index])

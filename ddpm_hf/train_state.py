@@ -82,6 +82,7 @@ MAY_CHANGE = frozenset(
         "eval_steps",
         "eval_num_samples",
         "eval_inference_steps",
+        "eval_classifier",
         "ddpm_num_inference_steps",
         "logger",
         "max_grad_norm",

@@ -267,7 +267,12 @@ def run(state: TrainState) -> Path:
         from .train_eval import PeriodicEval  # loads the classifier and test split only when asked
 
         evaluator = PeriodicEval(
-            cfg.dataset, cfg.eval_num_samples, cfg.eval_inference_steps, out, batch_size=cfg.train_batch_size
+            cfg.eval_classifier,
+            cfg.dataset,
+            cfg.eval_num_samples,
+            cfg.eval_inference_steps,
+            out,
+            batch_size=cfg.train_batch_size,
         )
     images = state.data.images.to(accelerator.device)
     progress = tqdm(

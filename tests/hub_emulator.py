@@ -184,11 +184,12 @@ class HubEmulator:
         return state.head
 
     # Route handlers. Keyword arguments: the regex groups, authorized, query, body and (repo routes) commit.
-    def add_repo(self, repo_id: str, private: bool = False) -> None:
-        """Create ``repo_id`` (a model repo with one empty commit), as if someone had created it on the Hub."""
+    def add_repo(self, repo_id: str, private: bool = False, files: dict[str, bytes] | None = None) -> None:
+        """Create ``repo_id`` (a model repo with one commit holding ``files``, none by default), as if someone had
+        created it on the Hub."""
         with self._lock:
             self._state[repo_id] = _Repo(type="model", private=private)
-            self._add_commit(repo_id, {}, set(), "initial commit")
+            self._add_commit(repo_id, dict(files or {}), set(), "initial commit")
 
     def _whoami(self, role: str, **_: object) -> Response:
         auth = {"type": "access_token", "accessToken": {"displayName": "emulator", "role": role}}

@@ -12,6 +12,7 @@ from conftest import tiny_unet
 
 from ddpm_hf import evaluate
 from ddpm_hf.classifier import Classifier, load_classifier, predict, random_shift, train_classifier
+from ddpm_hf.cli import build_parser
 from ddpm_hf.data import load_dataset
 from ddpm_hf.metrics import (
     class_histogram,
@@ -224,8 +225,19 @@ def test_cli_bad_inputs_exit_2_with_one_line(tiny_mnist_pipeline: Path, capsys, 
 @pytest.mark.parametrize(("resolution", "channels"), [(32, 1), (28, 3)])
 def test_model_that_does_not_fit_the_classifier_is_refused(tmp_path: Path, resolution: int, channels: int) -> None:
     path = save_pipeline(tiny_unet(resolution, channels), DDPMHFScheduler(), tmp_path / "odd")
+    cfg = evaluate.EvalConfig(model=str(path), classifier=str(SHIPPED), num_samples=4, steps=2, nll_images=0)
     with pytest.raises(ValueError, match="pick the matching --dataset"):
-        evaluate.evaluate(evaluate.EvalConfig(model=str(path), num_samples=4, steps=2, nll_images=0))
+        evaluate.evaluate(cfg)
+
+
+def test_the_library_takes_both_folders_explicitly_the_cli_defaults_to_the_shipped_ones(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="give the model and the classifier"):
+        evaluate.evaluate(evaluate.EvalConfig(model=str(SHIPPED.parent / "ddpm-mnist")))
+    monkeypatch.chdir(SHIPPED.parent.parent)
+    flags = build_parser(evaluate.EvalConfig, "evaluate", "").parse_args(["--dataset", "fashion-mnist"])
+    assert (flags.model, flags.classifier) == ("models/ddpm-fashion-mnist", "models/fashion-mnist-classifier")
+    flags = build_parser(evaluate.EvalConfig, "evaluate", "").parse_args(["--classifier", "someone/classifier"])
+    assert (flags.model, flags.classifier) == ("models/ddpm-mnist", "someone/classifier")
 
 
 def test_module_entry_point_reports_a_missing_model() -> None:

@@ -15,11 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import write_image_folder
 from hub_emulator import HubEmulator
 from huggingface_hub.utils import filter_repo_objects
 from test_training import train_command
 
+from ddpm_hf.classifier import load_classifier
 from ddpm_hf.hub import PUSH_ALLOW
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,6 +149,30 @@ def test_push_then_download_then_load_offline(tmp_path, lfs_mode, env, extra):
     assert result["scheduler"] == "ddpm_hf.scheduling_ddpm_hf"
     assert result["shape"] == [1, 28, 28, 1]
     assert result["max_difference"] < 1e-5  # the shipped scheduler file is the package's own module
+
+
+LOAD_CLASSIFIER = r"""
+import json, sys, torch
+from ddpm_hf.classifier import load_classifier
+model = load_classifier(sys.argv[1])
+x = torch.linspace(-1, 1, 2 * 28 * 28).view(2, 1, 28, 28)
+print(json.dumps({"dataset": model.config["dataset"], "logits": model(x).tolist()}))
+"""
+
+
+def test_a_classifier_loads_by_hub_repo_id(tmp_path):
+    """``load_classifier("user/name")`` downloads the weights and config (nothing else) and loads them as the folder."""
+    folder = REPO / "models" / "mnist-classifier"
+    with HubEmulator() as hub:
+        hub.add_repo("test-user/mnist-classifier", files={p.name: p.read_bytes() for p in folder.iterdir()})
+        proc = run(["-c", LOAD_CLASSIFIER, "test-user/mnist-classifier"], hub, tmp_path / "hf_home", tmp_path)
+        fetched = {path.rsplit("/", 1)[-1] for method, path in hub.requests if "/resolve/" in path}
+    assert fetched == {"model.safetensors", "config.json"}  # not the README
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    x = torch.linspace(-1, 1, 2 * 28 * 28).view(2, 1, 28, 28)
+    with torch.no_grad():
+        here = load_classifier(folder)(x)
+    assert loaded["dataset"] == "mnist" and torch.allclose(torch.tensor(loaded["logits"]), here, atol=1e-5)
 
 
 # Hub problems are found before training -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 
 import train_accelerate
+from ddpm_hf.train_config import check_config
 from ddpm_hf.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,6 +203,17 @@ def test_help_describes_every_flag(capsys):
         described = field.metadata["help"]
         assert f"--{field.name}" in listed and "".join(described.split()) in squeezed, field.name
         assert len(described) > 10
+
+
+def test_eval_classifier_defaults_to_the_shipped_one_on_the_command_line_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default names the checkout's folder from wherever the command runs
+    parser = train_accelerate.build_parser()
+    shipped = Path(parser.parse_args(["--dataset", "fashion-mnist", "--eval_steps", "5"]).eval_classifier)
+    assert shipped.resolve() == REPO / "models" / "fashion-mnist-classifier" and not shipped.is_absolute()
+    assert parser.parse_args(["--eval_steps", "5", "--eval_classifier", "me/clf"]).eval_classifier == "me/clf"
+    assert parser.parse_args([]).eval_classifier is None  # no evaluation, no classifier
+    with pytest.raises(ValueError, match="--eval_steps needs --eval_classifier"):
+        check_config(TrainConfig(max_train_steps=1, eval_steps=1, output_dir=str(tmp_path / "run")))
 
 
 def run_cli(args: list[str], env: dict[str, str], code: str | None = None) -> subprocess.CompletedProcess:

@@ -16,10 +16,11 @@ from safetensors.torch import load_file
 from test_training import UNET_FILE, tiny_config
 
 from ddpm_hf import train_eval
+from ddpm_hf.batches import step_batch
 from ddpm_hf.checkpointing import EMA_FILE, list_checkpoints
+from ddpm_hf.cli import SHIPPED_MODELS
 from ddpm_hf.scheduling_ddpm_hf import DDPMHFScheduler
 from ddpm_hf.train_eval import EVAL_LOG
-from ddpm_hf.batches import step_batch
 from ddpm_hf.training import diffusion_loss, optimizer_step, prepare, run, train
 
 
@@ -259,6 +260,7 @@ def test_eval_steps_log_classifier_scores(tmp_path, monkeypatch):
             max_train_steps=2,
             checkpointing_steps=2,
             eval_steps=1,
+            eval_classifier=str(SHIPPED_MODELS / "mnist-classifier"),
             eval_num_samples=16,
             eval_inference_steps=2,
             logger="tensorboard",
