@@ -16,25 +16,29 @@ models/mnist-classifier``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin, snapshot_download
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, PyTorchModelHubMixin, snapshot_download
 from safetensors import SafetensorError
 from torch import nn
 
-from .data import DataError, load_dataset, to_model_range
+from .cli import build_parser, input_error, setting
+from .data import BUILT_IN, load_dataset, to_model_range
+from .hub import settings_table
 from .pipeline_io import is_local
+from .validate import check_choice
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -256,47 +260,80 @@ def load_classifier(source: str | os.PathLike, **hub_kwargs) -> Classifier:
     return model.eval()
 
 
-def _model_card(dataset: str, command: str, steps: int, seed: int, seconds: float, test_acc: float) -> str:
-    """The README.md written beside the weights."""
-    return f"""# {dataset} classifier for sample evaluation
+@dataclass
+class ClassifierConfig:
+    """What ``python -m ddpm_hf.classifier`` trains (``train_classifier``'s arguments) and where it writes."""
 
-A small CNN (3 conv layers with BatchNorm, a 128-d penultimate layer, a linear head; `ddpm_hf.classifier.Classifier`)
-used by `python -m ddpm_hf.evaluate` for the classifier Inception Score, the confident share and the
-classifier-FID (Fréchet distance in the 128-d penultimate feature space). Inputs: 28×28 grayscale in [-1, 1].
+    dataset: str = setting("mnist", "the training split to learn: " + ", ".join(BUILT_IN))
+    out: str = setting(None, "the folder to write model.safetensors, config.json and README.md to", required=True)
+    steps: int = setting(1000, "optimisation steps (1000 at batch 128 ≈ 2.1 epochs of 60k images)")
+    seed: int = setting(0, "seeds the initial weights, the batch order and the shifts")
+    batch_size: int = setting(128, "images per step")
+    learning_rate: float = setting(2e-3, "Adam's initial learning rate, decayed to 0 along a half cosine")
+    max_shift: int = setting(2, "random translation range in pixels (0: no augmentation)")
 
-- Trained on the {dataset} training split (60000 images) with `ddpm_hf.classifier.train_classifier`: Adam,
-  learning rate 2e-3 with cosine decay, batch 128, {steps} steps, random shifts of up to 2 pixels, seed {seed}.
-- Command: `{command}`
-- Training time: {seconds:.0f} s on one CPU thread.
-- Test accuracy (all 10000 {dataset} test images): **{100 * test_acc:.2f}%**.
 
-Files: `model.safetensors` (weights), `config.json` (architecture and the numbers above). Load with
-`ddpm_hf.classifier.load_classifier(folder)` (or `Classifier.from_pretrained(folder)`). Data license: {load_dataset(dataset, "test").license}.
+def model_card(cfg: ClassifierConfig, model: Classifier, seconds: float, command: str) -> ModelCard:
+    """The README.md written beside the weights: what the classifier is for, its settings and architecture (from
+    ``cfg`` and ``model.config``), and its test accuracy, also as Hub metadata."""
+    spec, accuracy = BUILT_IN[cfg.dataset], model.config["test_accuracy"]
+    data = ModelCardData(
+        library_name="ddpm-hf",
+        pipeline_tag="image-classification",
+        license=spec.license,
+        datasets=[spec.hub_id],
+        tags=["image-classification", "ddpm-hf", cfg.dataset],
+        model_name=f"{cfg.dataset}-classifier",
+        eval_results=[
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=spec.hub_id,
+                dataset_name=spec.title,
+                dataset_split="test",
+                metric_type="accuracy",
+                metric_value=accuracy,
+            )
+        ],
+    )
+    training = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}
+    architecture = {k: model.config[k] for k in ("in_channels", "image_size", "widths", "feature_dim", "num_classes")}
+    text = f"""# {spec.title} classifier for sample evaluation
+
+A small CNN (`ddpm_hf.classifier.Classifier`: 3 conv layers with BatchNorm, a {model.config["feature_dim"]}-d
+penultimate layer, a linear head) that `python -m ddpm_hf.evaluate` uses for the classifier Inception Score, the
+confident share and the classifier-FID (Fréchet distance in the penultimate feature space).
+
+Test accuracy (all {spec.title} test images): **{100 * accuracy:.2f}%**, after {seconds:.0f} s of training on the
+{spec.title} training split with `ddpm_hf.classifier.train_classifier`: Adam with a cosine-decayed learning rate
+and random shifts. Command: `{command}`
+
+{chr(10).join(settings_table({**training, **architecture}))}
+
+Load with `ddpm_hf.classifier.load_classifier(folder or Hub repo id)`. Data license: {spec.license}.
 """
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: train a classifier, measure its test accuracy and write weights, config and README to ``--out``."""
-    parser = argparse.ArgumentParser(prog="python -m ddpm_hf.classifier", description=main.__doc__)
-    parser.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    parser = build_parser(ClassifierConfig, "python -m ddpm_hf.classifier", main.__doc__)
+    cfg = ClassifierConfig(**vars(parser.parse_args(argv)))
+    training = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dataset", "out")}
     try:
+        check_choice("--dataset", cfg.dataset, BUILT_IN)
         start = time.perf_counter()
-        model = train_classifier(args.dataset, steps=args.steps, seed=args.seed)
+        model = train_classifier(cfg.dataset, **training)
         seconds = time.perf_counter() - start
-        test = load_dataset(args.dataset, "test")
-    except (ValueError, DataError) as e:
-        parser.exit(2, f"error: {e}\n")
-    test_acc = accuracy(model, test.images, test.labels)
+        test = load_dataset(cfg.dataset, "test")
+    except ValueError as e:  # DataError is a ValueError
+        return input_error(parser.prog, e)
+    model.config["test_accuracy"] = round(accuracy(model, test.images, test.labels), 4)
     command = "python -m ddpm_hf.classifier " + " ".join(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "README.md").write_text(_model_card(args.dataset, command, args.steps, args.seed, seconds, test_acc))
-    model.save_pretrained(out, config={**model.config, "test_accuracy": round(test_acc, 4)})
-    print(f"test accuracy {100 * test_acc:.2f}% after {seconds:.0f} s; wrote {out}")
+    model_card(cfg, model, seconds, command).save(out / "README.md")
+    model.save_pretrained(out, config=model.config)
+    print(f"test accuracy {100 * model.config['test_accuracy']:.2f}% after {seconds:.0f} s; wrote {out}")
     return 0
 
 

@@ -34,8 +34,9 @@ def setting(default: Any = None, help: str = "", default_factory: Callable[[], A
         default: the default value (ignored with ``default_factory``).
         help: the help text of the flag.
         default_factory: computes the default when the config is built (e.g. from the environment).
-        **extra: more metadata: ``repr=False`` is passed to the field; ``positional=True`` makes the flag positional;
-            ``cli_default=f`` fills a flag left at None on the command line with ``f(parsed flags)``.
+        **extra: more metadata: ``repr=False`` is passed to the field; ``positional=True`` makes the flag positional,
+            ``required=True`` a flag that must be given; ``cli_default=f`` fills a flag left at None on the command
+            line with ``f(parsed flags)``.
 
     Returns:
         A ``dataclasses.field``.
@@ -94,8 +95,8 @@ class SettingsParser(argparse.ArgumentParser):
 
 def add_flags(parser: SettingsParser, config_cls: type) -> SettingsParser:
     """Add one ``--name`` flag per field of ``config_cls`` to ``parser`` (bools are switches, ``list[str]`` fields
-    repeat, fields whose metadata says ``positional=True`` are positional arguments, ``cli_default`` fills a flag
-    not given).
+    repeat, fields whose metadata says ``positional=True`` are positional arguments, ``required=True`` must be given,
+    ``cli_default`` fills a flag not given).
 
     Args:
         parser: the parser (or subcommand parser: ``add_subparsers`` makes them ``SettingsParser`` too) to extend.
@@ -118,7 +119,10 @@ def add_flags(parser: SettingsParser, config_cls: type) -> SettingsParser:
         else:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             kind = _flag_type(hints[field.name])
-            parser.add_argument("--" + field.name, type=kind, default=default, help=f"{text} (default: {shown})")
+            if field.metadata.get("required"):
+                parser.add_argument("--" + field.name, type=kind, required=True, help=text)
+            else:
+                parser.add_argument("--" + field.name, type=kind, default=default, help=f"{text} (default: {shown})")
     return parser
 
 
@@ -134,6 +138,24 @@ def build_parser(config_cls: type, prog: str, description: str) -> SettingsParse
         The parser; ``vars(parser.parse_args())`` builds ``config_cls``.
     """
     return add_flags(SettingsParser(prog=prog, description=description), config_cls)
+
+
+def build_commands(prog: str, description: str, commands: dict[str, tuple[type, str]]) -> SettingsParser:
+    """A ``SettingsParser`` of subcommands, each with the flags of its settings dataclass (``add_flags``).
+
+    Args:
+        prog: the program name shown in usage and errors.
+        description: the first line of ``--help``.
+        commands: subcommand name → (its settings dataclass, its help line).
+
+    Returns:
+        The parser; ``parse_args`` gives the subcommand's name as ``command`` beside its flags.
+    """
+    parser = SettingsParser(prog=prog, description=description)
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    for name, (config_cls, text) in commands.items():
+        add_flags(subcommands.add_parser(name, help=text, description=text), config_cls)
+    return parser
 
 
 def input_error(prog: str, error: Exception) -> int:

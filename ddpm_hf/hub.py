@@ -10,7 +10,6 @@ The results fill both the card's table and the Hub's ``model-index`` metadata. R
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData, create_repo, r
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from .cli import add_flags, input_error, setting
+from .cli import build_commands, input_error, setting
 from .data import BUILT_IN
 from .eval_report import bound_estimator, sweep_table
 from .eval_result import Evaluation
@@ -78,8 +77,10 @@ def card_recipe(settings: dict) -> dict:
     return recipe
 
 
-def _cell(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+def settings_table(settings: dict) -> list[str]:
+    """A card's table of settings, one row per key: strings as they are, other values as JSON."""
+    rows = [f"| {key} | {value if isinstance(value, str) else json.dumps(value)} |" for key, value in settings.items()]
+    return ["| setting | value |", "|---|---|", *rows]
 
 
 def eval_metrics(results: Evaluation) -> list[tuple[str, str, str, float]]:
@@ -192,8 +193,7 @@ def render_card(
         parts += ["## History", "", *[f"- {line}" for line in history], ""]
     run = info.get("run", {})
     if info.get("recipe") or run:
-        rows = [f"| {k} | {_cell(v)} |" for k, v in {**info.get("recipe", {}), **run}.items()]
-        parts += ["## Training", "", "| setting | value |", "|---|---|", *rows, ""]
+        parts += ["## Training", "", *settings_table({**info.get("recipe", {}), **run}), ""]
     if eval_results:
         parts.append(_results_section(eval_results, plot))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(parts))
@@ -282,7 +282,7 @@ class CardSettings:
 
     folder: str = setting(None, "the pipeline folder", positional=True)
     eval_json: str | None = setting(None, "results written by `python -m ddpm_hf.evaluate --output_json`")
-    history: list[str] = setting(help="a line of the model's history", default_factory=list)
+    history: list[str] = setting(help="a line of the model's history", default_factory=list)  # noqa: RUF009 (a factory)
     repo_id: str | None = setting(None, "the Hub repo the card is for")
 
 
@@ -302,12 +302,8 @@ def render_folder_card(settings: CardSettings) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``card FOLDER --eval_json FILE [--history TEXT ...] [--repo_id ID]`` rewrites FOLDER/README.md."""
-    parser = argparse.ArgumentParser(prog="python -m ddpm_hf.hub", description="Model cards for pipeline folders.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_flags(
-        commands.add_parser("card", help="render FOLDER/README.md from training_info.json and evaluation JSON"),
-        CardSettings,
-    )
+    card = (CardSettings, "render FOLDER/README.md from training_info.json and evaluation JSON")
+    parser = build_commands("python -m ddpm_hf.hub", "Model cards for pipeline folders.", {"card": card})
     args = vars(parser.parse_args(argv))
     del args["command"]
     try:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_unet
+from huggingface_hub import ModelCard
 
-from ddpm_hf import evaluate
+from ddpm_hf import classifier, evaluate
 from ddpm_hf.classifier import Classifier, load_classifier, predict, random_shift, train_classifier
 from ddpm_hf.cli import build_parser
 from ddpm_hf.data import load_dataset
@@ -132,6 +133,35 @@ def test_random_shift_translates_with_background_fill() -> None:
 def test_train_classifier_runs_a_few_steps() -> None:
     model = train_classifier("mnist", steps=3, seed=0, batch_size=8, log_every=0)
     assert not model.training and model.config["dataset"] == "mnist"
+
+
+def test_classifier_cli_writes_a_card_from_the_settings_it_ran(tmp_path, capsys) -> None:
+    argv = ["--out", str(tmp_path / "c"), "--steps", "3", "--batch_size", "8", "--max_shift", "0", "--seed", "4"]
+    assert classifier.main(argv) == 0
+    model, card = load_classifier(tmp_path / "c"), ModelCard.load(tmp_path / "c" / "README.md")
+    (result,) = card.data.eval_results
+    assert (result.metric_type, result.metric_value) == ("accuracy", model.config["test_accuracy"])
+    assert card.data.datasets == ["ylecun/mnist"] and card.data.license == "cc-by-sa-3.0"
+    for row in (
+        "| steps | 3 |",
+        "| batch_size | 8 |",
+        "| max_shift | 0 |",
+        "| seed | 4 |",
+        "| learning_rate | 0.002 |",
+    ):
+        assert row in card.text, row
+    assert f"`python -m ddpm_hf.classifier {' '.join(argv)}`" in card.text
+    assert model.config["train_steps"] == 3 and model.config["seed"] == 4
+
+
+def test_classifier_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys) -> None:
+    assert classifier.main(["--out", str(tmp_path / "c"), "--dataset", "cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert err == "python -m ddpm_hf.classifier: error: --dataset must be one of mnist, fashion-mnist, got 'cifar10'\n"
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        classifier.main(["--steps", "3"])  # --out is required
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
 
 
 # --- CLI --------------------------------------------------------------------------------------------------------
