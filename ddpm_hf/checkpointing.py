@@ -7,7 +7,9 @@ are flushed to disk (fsync), and only then is it renamed into place and older ch
 complete one. The next run deletes the ``.tmp-*`` leftovers. EMA weights are stored by parameter name.
 ``training_state.json`` holds the step, the LR schedule's position and the run definition
 (``ddpm_hf.train_state.run_definition``): a resume under settings that define another run is refused by name, and a
-checkpoint without a definition (written by an older version) resumes with a warning that it could not be checked.
+checkpoint without a definition (written by an older version) resumes with a warning that it could not be checked;
+one whose EMA weights are stored by position (``shadow.<i>``, the first versions) is refused with a message that says
+so, as their order cannot be checked against the model.
 Everything is loaded without unpickling arbitrary objects: model weights and EMA weights are safetensors, the loop
 state is JSON, and accelerate loads the optimizer with ``weights_only=True``. Every file is checked for damage first
 (JSON, safetensors headers, the zip archives of torch files), and a damaged checkpoint's message names the newest
@@ -155,6 +157,20 @@ def _load_ema(state: TrainState, file: Path) -> None:
         p.data.copy_(shadow[name].to(p.device))
 
 
+def _check_ema_layout(path: Path) -> None:
+    """Refuse a checkpoint whose EMA weights are stored by position (``shadow.<i>``) rather than by parameter name."""
+    if not (path / EMA_FILE).is_file():
+        return  # a missing file is damage: load_checkpoint reports it
+    with safe_open(str(path / EMA_FILE), "pt") as weights:
+        names = weights.keys()
+    if "shadow.0" in names:
+        raise ValueError(
+            f"{path.name} stores its EMA weights by position (shadow.<i>), as the first versions of ddpm-hf did; this "
+            "version reads them by parameter name only: resume it with the version that wrote it, or start a new run "
+            f"from its exported pipeline (--pretrained_model_name_or_path {path.parent})"
+        )
+
+
 def load_checkpoint(state: TrainState, path: Path) -> int:
     """Restore model, optimizer, LR schedule and EMA from ``path`` into ``state``.
 
@@ -163,13 +179,16 @@ def load_checkpoint(state: TrainState, path: Path) -> int:
 
     Raises:
         ValueError: a file is missing, truncated or garbled (the message names the newest sound checkpoint before
-            it), or the checkpoint's run was defined by other settings (the message names them).
+            it), the checkpoint's run was defined by other settings (the message names them), or its EMA weights
+            are stored by position.
     """
     try:
         saved = check_files(path)
     except _UNREADABLE as e:
         raise ValueError(_corrupt(path, e)) from None
     check_resume(saved.get("run"), state, path)
+    if state.ema is not None:
+        _check_ema_layout(path)
     try:
         state.accelerator.load_state(str(path))
         lr_scheduler = state.lr_scheduler

@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 from conftest import write_image_folder
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from test_training import (
     UNET_FILE,
     assert_same_tensors,
@@ -164,6 +164,24 @@ def test_a_checkpoint_without_a_run_definition_resumes_with_a_warning(finished_r
     for name in ("model.safetensors", EMA_FILE):  # and it resumed exactly
         assert_same_tensors(weights(run / "checkpoint-6" / name), weights(finished_run / "checkpoint-6" / name))
     assert json.loads((run / "checkpoint-6" / STATE_FILE).read_text())["run"]["seed"] == 0  # now recorded
+
+
+def test_a_checkpoint_with_ema_weights_by_position_is_refused_by_name(finished_run, tmp_path):
+    """The first versions stored EMA weights as shadow.0, shadow.1, ... (and no run definition): refused, not taken
+    for a damaged file."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    shutil.rmtree(run / "checkpoint-6")
+    checkpoint = run / "checkpoint-3"
+    by_name = load_file(checkpoint / EMA_FILE)
+    save_file({f"shadow.{i}": tensor for i, tensor in enumerate(by_name.values())}, checkpoint / EMA_FILE)
+    old = json.loads((checkpoint / STATE_FILE).read_text())
+    del old["run"]
+    (checkpoint / STATE_FILE).write_text(json.dumps(old, indent=2))
+    with pytest.warns(UserWarning), pytest.raises(ValueError) as error:
+        prepare(resume_config(run))
+    assert str(error.value).startswith("checkpoint-3 stores its EMA weights by position (shadow.<i>)")
+    assert "corrupt" not in str(error.value) and f"--pretrained_model_name_or_path {run}" in str(error.value)
 
 
 def test_the_run_definition_is_stored_in_every_checkpoint(finished_run):
