@@ -138,13 +138,26 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B, H, W, C) → (B, C, H, W)
 
 
+@dataclass
+class ClassifierConfig:
+    """What ``python -m ddpm_hf.classifier`` trains and where it writes; its defaults are ``train_classifier``'s."""
+
+    dataset: str = setting("mnist", "the training split to learn: " + ", ".join(BUILT_IN))
+    out: str = setting(None, "the folder to write model.safetensors, config.json and README.md to", required=True)
+    steps: int = setting(1000, "optimisation steps (1000 at batch 128 ≈ 2.1 epochs of 60k images)")
+    seed: int = setting(0, "seeds the initial weights, the batch order and the shifts")
+    batch_size: int = setting(128, "images per step")
+    learning_rate: float = setting(2e-3, "Adam's initial learning rate, decayed to 0 along a half cosine")
+    max_shift: int = setting(2, "random translation range in pixels (0: no augmentation)")
+
+
 def train_classifier(
     dataset_name: str,
-    steps: int = 1000,
-    seed: int = 0,
-    batch_size: int = 128,
-    learning_rate: float = 2e-3,
-    max_shift: int = 2,
+    steps: int = ClassifierConfig.steps,
+    seed: int = ClassifierConfig.seed,
+    batch_size: int = ClassifierConfig.batch_size,
+    learning_rate: float = ClassifierConfig.learning_rate,
+    max_shift: int = ClassifierConfig.max_shift,
     log_every: int = 100,
 ) -> Classifier:
     """Train a ``Classifier`` on a dataset's training split with Adam, a cosine-decayed learning rate and random
@@ -258,19 +271,6 @@ def load_classifier(source: str | os.PathLike, **hub_kwargs) -> Classifier:
     except (SafetensorError, RuntimeError, OSError, TypeError) as e:  # a corrupt file; a size, key or type mismatch
         raise ValueError(f"classifier {path}: weights do not load ({str(e).splitlines()[0]})") from None
     return model.eval()
-
-
-@dataclass
-class ClassifierConfig:
-    """What ``python -m ddpm_hf.classifier`` trains (``train_classifier``'s arguments) and where it writes."""
-
-    dataset: str = setting("mnist", "the training split to learn: " + ", ".join(BUILT_IN))
-    out: str = setting(None, "the folder to write model.safetensors, config.json and README.md to", required=True)
-    steps: int = setting(1000, "optimisation steps (1000 at batch 128 ≈ 2.1 epochs of 60k images)")
-    seed: int = setting(0, "seeds the initial weights, the batch order and the shifts")
-    batch_size: int = setting(128, "images per step")
-    learning_rate: float = setting(2e-3, "Adam's initial learning rate, decayed to 0 along a half cosine")
-    max_shift: int = setting(2, "random translation range in pixels (0: no augmentation)")
 
 
 def model_card(cfg: ClassifierConfig, model: Classifier, seconds: float, command: str) -> ModelCard:
