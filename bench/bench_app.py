@@ -29,6 +29,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "ddpm-mnist"
+SPEED_LOGGED_APP = (  # app.py as `python app.py` runs it, with ddpm_hf.speed's choices logged to stderr
+    "import logging, runpy; logging.basicConfig(format='%(name)s: %(message)s'); "
+    "logging.getLogger('ddpm_hf.speed').setLevel(logging.INFO); runpy.run_path('app.py', run_name='__main__')"
+)
 FAST_SAMPLER = "sde-dpm++"  # the app's fast stochastic sampler (limits.SAMPLER_INFO)
 
 
@@ -102,8 +106,9 @@ def bench_server(args, models_dir: Path) -> None:
     }
     url = f"http://127.0.0.1:{port}/"
     start = time.perf_counter()
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (read after the app exits) the app's speed log
     proc = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-c", SPEED_LOGGED_APP], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log
     )
     try:
         while True:
@@ -135,6 +140,8 @@ def bench_server(args, models_dir: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.seek(0)
+        speed_lines = [line.strip() for line in log if line.startswith("ddpm_hf.speed:")]
     modes = f"autotune {'off' if args.no_autotune else 'on'}, compile {'on' if args.compile else 'off'}"
     print(f"app server ({args.images} images × {args.steps} {args.sampler} steps, {modes}, models from {models_dir})")
     print(f"  start-up, process start → HTTP 200      {startup:8.2f} s")
@@ -151,6 +158,9 @@ def bench_server(args, models_dir: Path) -> None:
         print(f"  {name:<40}{seconds:8.2f} s   (warm)")
     print(f"  RSS idle after start-up ({args.settle:.0f} s settle)     {idle_rss:8.0f} MB")
     print(f"  RSS after the requests / peak (VmHWM)   {rss:8.0f} MB / {peak:.0f} MB")
+    print("  what the network ran as (the app's ddpm_hf.speed log):")
+    for line in speed_lines or ["no timed choice or compile logged (autotune off and compile off)"]:
+        print(f"    {line}")
 
 
 def main() -> None:
