@@ -184,3 +184,15 @@ def test_a_running_chain_holds_the_memory_format(no_native_bf16):
     chain.close()
     after = speed.choose(unet, 16, "float32", autotune=True, clock=clock)
     assert after.measured and after.memory_format == NCHW and speed.weights_format(unet) == NCHW
+
+
+def test_the_apps_model_line_names_what_the_network_ran_as():
+    """The Space's model line says how the last chain ran the network, once one has run."""
+    from ddpm_hf.space.registry import Model
+
+    unet = tiny_unet()
+    model = Model("tiny", DDPMPipeline(unet=unet, scheduler=DDPMHFScheduler()), None)
+    assert "running in" not in model.describe()
+    sample(unet, DDPMHFScheduler(), 2, seed=0, num_inference_steps=2, output_type="pt", autotune=False)
+    assert model.describe().endswith(f", the network running in {speed.describe(unet)}")
+    assert "float32" in speed.describe(unet)
