@@ -17,11 +17,9 @@ process give the same numbers) and the UNet's weights are put in its memory form
 ``resolve_precision`` names and in its weights' memory format as they are. ``describe(unet)`` says what the last
 chain ran.
 
-``torch.compile`` is opt-in (``compile=True``; ``DDPM_HF_COMPILE=1`` makes the Space compile its models in a
-background thread at start-up, ``compile_in_background``): it costs tens of seconds once for a few per cent per
-forward. The batch dimension is marked dynamic (batch 1 runs padded to 2, since size 1 is always specialised) and
-the compiling forwards run at ``WARM_BATCHES``: a graph serves a range of sizes (on a CPU, torch picks another
-convolution backend from 16 images up, so 2-15 and 16-63 are two graphs), and no batch of 1-16 compiles again later.
+``torch.compile`` is opt-in (``compile=True``; ``DDPM_HF_COMPILE=1``: the Space compiles in a background thread at
+start-up): tens of seconds once for 1.2-1.6× per forward at 4-16 images on a CPU. The batch dimension is dynamic
+(batch 1 runs padded to 2) and the compiling forwards run at ``WARM_BATCHES``, so no batch of 1-16 compiles later.
 """
 
 import contextlib
@@ -188,10 +186,8 @@ def choose(
     clock: Callable[[], float] = time.perf_counter,
 ) -> Choice:
     """The fastest way to run ``unet`` on batches of ``batch_size`` that meets ``precision``, timed once per
-    (architecture, device, candidates, ``batch_class``) and cached for the process, so UNets of one configuration run
-    alike and "auto" without a reduced precision shares float32's choice; the UNet's weights are put in its memory
-    format, unless
-    a chain is running on it (``running``): then they stay as they are, and a choice not yet timed is not timed.
+    (architecture, device, candidates, ``batch_class``) and cached for the process; the UNet's weights are put in its
+    memory format, unless a chain is running on it (``running``): then they stay, and nothing is timed.
 
     Args:
         unet: the network; the choice is for its device.
@@ -337,17 +333,8 @@ def running(
 
 
 def compile_in_background(unet: UNet2DModel, batch_size: int = 16, precision: str = "auto") -> threading.Thread:
-    """Choose and compile in a daemon thread; chains run eager until it is done, then compiled (``compile=None``).
-    A failure (no C++ compiler, say) is logged and leaves the eager network in use.
-
-    Args:
-        unet: the network.
-        batch_size: the batch it is timed and compiled at (the Space's default request).
-        precision: the precision its chains ask for.
-
-    Returns:
-        The started thread.
-    """
+    """Choose (for ``batch_size`` and ``precision``) and compile in a started daemon thread, returned; chains run eager
+    until it is done, then compiled (``compile=None``). A failure (no C++ compiler, say) is logged: they stay eager."""
 
     def run() -> None:
         try:
