@@ -22,6 +22,7 @@ from ddpm_hf.training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = REPO / "models" / "ddpm-mnist"
+CLASSIFIER = REPO / "models" / "mnist-classifier"
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,9 @@ def test_metrics_rank_weak_models_below_a_trained_one(untrained, tmp_path):
     )
     scores = {}
     for name, model in (("untrained", untrained), ("brief", brief), ("good", GOOD)):
-        cfg = evaluate.EvalConfig(model=str(model), num_samples=32, steps=25, nll_images=0, batch_size=32)
+        cfg = evaluate.EvalConfig(
+            model=str(model), classifier=str(CLASSIFIER), num_samples=32, steps=25, nll_images=0, batch_size=32
+        )
         scores[name] = evaluate.evaluate(cfg).generated.quality
     for weak in ("untrained", "brief"):
         assert scores["good"].fid < scores[weak].fid, scores
