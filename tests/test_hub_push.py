@@ -225,8 +225,10 @@ def test_push_access_is_checked_against_the_hub(tmp_path):
         ]
         assert answers[4] == (
             "error",
-            "--hub_private_repo: test-user/public-model exists and is public; make it private on the Hub or drop the "
-            "flag",
+            (
+                "--hub_private_repo: test-user/public-model exists and is public; make it private on the Hub or drop "
+                "the flag"
+            ),
         )  # create_repo(private=True, exist_ok=True) would leave it public without a word
         assert answers[5][0] == "error" and "cannot write to 'someone-else'" in answers[5][1]
         assert answers[6][0] == "error"

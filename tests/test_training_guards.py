@@ -98,8 +98,10 @@ def resume_config(run, **overrides):
         ({"ema_power": 0.5}, "--ema_power is 0.5, the checkpoint's 0.75"),
         (
             {"train_batch_size": 16},
-            "the global batch (--train_batch_size × processes × --gradient_accumulation_steps) is 16 (16 × 1 × 1), "
-            "the checkpoint's 8 (8 × 1 × 1)",
+            (
+                "the global batch (--train_batch_size × processes × --gradient_accumulation_steps) is 16 (16 × 1 × 1), "
+                "the checkpoint's 8 (8 × 1 × 1)"
+            ),
         ),
         ({"gradient_accumulation_steps": 2}, "is 16 (8 × 1 × 2), the checkpoint's 8 (8 × 1 × 1)"),
         (
