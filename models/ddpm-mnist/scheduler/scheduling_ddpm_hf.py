@@ -261,7 +261,7 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
         return torch.tensor(prev) if isinstance(timestep, torch.Tensor) else prev
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
-        """DDPM feeds x_t to the model unscaled."""
+        """DDPM feeds x_t to the model unscaled (kept: diffusers' scheduler interface, which pipelines call)."""
         return sample
 
     def __len__(self) -> int:
@@ -317,14 +317,6 @@ class DDPMHFScheduler(SchedulerMixin, ConfigMixin):
         return (
             self._extract("sqrt_alphas_cumprod", timesteps, x0) * x0
             + self._extract("sqrt_one_minus_alphas_cumprod", timesteps, x0) * noise
-        )
-
-    def q_sample_step(self, x_prev: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Sample q(x_t | x_{t-1}): x_t = √α_t x_{t-1} + √β_t z (Ho et al. 2020, eq. 2)."""
-        self._check_timesteps(timesteps)
-        return (
-            self._extract("alphas", timesteps, x_prev).sqrt() * x_prev
-            + self._extract("betas", timesteps, x_prev).sqrt() * noise
         )
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
