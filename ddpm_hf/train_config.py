@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -152,6 +153,12 @@ def check_config(cfg: TrainConfig) -> None:
         check_float("--snr_gamma", cfg.snr_gamma, 0, math.inf, **positive)
     check_choice("--lr_scheduler", cfg.lr_scheduler, LR_SCHEDULES)
     check_choice("--mixed_precision", cfg.mixed_precision, ("no", "fp16", "bf16"))
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", cfg.mixed_precision).lower()  # set by accelerate launch
+    if launched != cfg.mixed_precision:  # Accelerator would silently take the flag's value over the launcher's
+        raise ValueError(
+            f"accelerate launch asks for mixed precision {launched} but --mixed_precision is {cfg.mixed_precision}: "
+            f"give train_accelerate.py --mixed_precision {launched} (the script's flag decides)"
+        )
     check_choice("--logger", cfg.logger, ("none", "tensorboard"))
     check_choice("--prediction_type", cfg.prediction_type, get_args(PredictionType))
     if cfg.eval_steps and (cfg.train_data_dir or cfg.dataset_name):

@@ -272,3 +272,14 @@ def test_an_error_during_training_keeps_its_traceback(tmp_path, monkeypatch):
     folder = write_pngs(tmp_path / "imgs", 16)
     with pytest.raises(ValueError, match="something broke mid-run"):  # not turned into a one-line input error
         train_accelerate.main(FAST + ["--train_data_dir", str(folder), "--output_dir", str(tmp_path / "out")])
+
+
+def test_a_launcher_precision_that_the_flag_would_override_is_refused(tmp_path, capsys, monkeypatch):
+    """`accelerate launch --mixed_precision bf16 train_accelerate.py` without the script's flag would train in
+    float32 (Accelerator takes the script's "no" over the launcher's bf16): refused up front, naming both."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert train_accelerate.main(FAST + ["--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train_accelerate.py: error: accelerate launch asks for mixed precision bf16")
+    assert "--mixed_precision is no" in err and "--mixed_precision bf16" in err
+    assert not (tmp_path / "out").exists()
