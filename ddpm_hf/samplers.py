@@ -62,13 +62,20 @@ def make_sampler(
     if timestep_spacing is not None:
         check_choice("timestep_spacing", timestep_spacing, SPACINGS)
     if sampler == "ddpm":
-        overrides = {} if variance is None else {"variance_type": variance}
-        return DDPMHFScheduler.from_config(config, **spacing, **overrides), {}
+        return with_variance(scheduler, variance, **spacing), {}
     if sampler in DPM_ALGORITHM:
         return DPMSolverMultistepScheduler.from_config(
             config, **spacing, algorithm_type=DPM_ALGORITHM[sampler], solver_order=2
         ), {}
     return DDIMScheduler.from_config(config, **spacing), {"eta": ETA[sampler]}
+
+
+def with_variance(scheduler: DDPMHFScheduler, variance: str | None, **config) -> DDPMHFScheduler:
+    """A fresh ``DDPMHFScheduler`` with ``scheduler``'s configuration and σ_t² = ``variance`` ("fixed_small": β̃_t,
+    "fixed_large": β_t; None keeps the scheduler's), and any other configuration given in ``config``."""
+    if variance is not None:
+        config["variance_type"] = check_choice("variance", variance, VARIANCES)
+    return DDPMHFScheduler.from_config(scheduler.config, **config)
 
 
 def cpu_has_native_bf16() -> bool:
