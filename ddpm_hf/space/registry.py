@@ -55,7 +55,7 @@ class Model:
             f"{self.size}×{self.size}×{self.channels} images{trained}; UNet of {n / 1e6:.2f}M parameters; "
             f"T = {cfg.num_train_timesteps}, {cfg.beta_schedule} β from {cfg.beta_start:g} to {cfg.beta_end:g}; "
             f"on {device().type}"
-            + (f", the network running in {ran}" if (ran := speed.describe(self.pipe.unet)) else "")
+            + (f", the network running in {ran.replace('_', '-')}" if (ran := speed.describe(self.pipe.unet)) else "")
         )
 
 
