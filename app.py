@@ -14,56 +14,44 @@ import os
 import threading
 from pathlib import Path
 
-import spaces  # before anything starts CUDA (ZeroGPU)
 import gradio as gr
 from PIL import Image
 
 from ddpm_hf.space import limits
-from ddpm_hf.space.components import Canvas, Number, Picture, Slider
+from ddpm_hf.space.components import Canvas, Picture, Slider
 from ddpm_hf.space.handlers import Handlers
+from ddpm_hf.space.layout import (
+    CSS,
+    EDITOR,
+    GIF,
+    JS,
+    LATEX,
+    PNG,
+    PRIVATE,
+    QUICK,
+    SAMPLER_CHOICES,
+    VARIANCE_CHOICES,
+    bound_plot,
+    chain_view,
+    compare_samplers,
+    gpu,
+    image_index,
+    images_slider,
+    posterior_pictures,
+    refuse_unreadable,
+    run_and_stop,
+    run_chain_on,
+    schedule_plots,
+    seed_box,
+    t_slider,
+)
 from ddpm_hf.space.registry import Registry
 from ddpm_hf.space.traffic import RateLimit, rate_limited
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_MODEL = "ddpm-mnist"
 QUEUE_SIZE = int(os.environ.get("DDPM_HF_QUEUE_SIZE", "16"))
-CHAIN = {"concurrency_id": "chain", "concurrency_limit": 1}  # reverse chains: one at a time on a CPU Space
-QUICK = {"concurrency_id": "quick", "concurrency_limit": 4}  # forward, schedule, posterior, bound
-PNG = {"format": "png", "type": "pil", "interactive": False, "elem_classes": ["picture"]}
-EDITOR = {
-    "type": "pil",
-    "sources": ["upload", "clipboard"],
-    "height": 320,
-    "canvas_size": (280, 280),
-    "layers": False,
-    "format": "png",  # lossless, as a drawing should be (the default is WebP)
-}
-# Your digit's default t, and where the digit is forgotten: on models/ddpm-mnist a drawn 7 came back as a 7 in 8 of 8
-# chains from t = 100 to 300 (the style varying more with t), 5 of 8 at t = 400, 2 of 8 at t = 500.
-DIGIT_T, FORGETS_AT = 250, 400
-VARIANCE_CHOICES = [(label, name) for name, label in limits.VARIANCE_LABELS.items()]
-GIF = {"type": "filepath", "interactive": False, "elem_classes": ["picture"]}
-LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
-CSS = """
-.picture img { padding-top: 2.2rem; }
-@media (max-width: 640px) { .picture img { padding-top: 3.4rem; } }
-.dark .picture, .dark .picture .image-container { background: transparent; }
-.black-canvas canvas { background: #000; }
-.picture [data-testid="block-label"] { max-width: calc(100% - 6.5rem); white-space: normal; height: auto; }
-"""
 SPACE_ID = os.environ.get("SPACE_ID")  # set by Hugging Face Spaces
-POSTERIOR_PICTURES = (  # (label, alt text) of the posterior step's pictures, in the handler's order
-    (
-        ("x₀", "the test image x₀"),
-        ("xₜ", "the test image noised to step t"),
-        ("x̂₀ (predicted)", "the network's prediction of x₀ from xₜ"),
-    ),
-    (
-        ("μ̃ₜ(xₜ, x₀) (true)", "the true posterior mean, computed from x₀"),
-        ("μθ(xₜ) (model)", "the model's posterior mean, computed from its prediction of x₀"),
-        ("xₜ₋₁ ~ pθ", "one draw of the next, less noisy image from the model"),
-    ),
-)
 QUICK_LIMIT = RateLimit(
     float(os.environ.get("DDPM_HF_QUICK_PER_MINUTE", limits.QUICK_PER_MINUTE)),
     int(os.environ.get("DDPM_HF_QUICK_BURST", limits.QUICK_BURST)),
@@ -78,11 +66,6 @@ time), or scrub through the chain with the frame slider."""
 def quick(fn):
     """A quick endpoint: within the per-client rate limit."""
     return rate_limited(fn, QUICK_LIMIT, behind_proxy=SPACE_ID is not None)
-
-
-def gpu(fn, duration):
-    """A handler that runs the network: holds a ZeroGPU device for ``duration`` seconds (a no-op elsewhere)."""
-    return spaces.GPU(duration=duration)(fn)
 
 
 def sample_seconds(model, num_images, sampler, num_inference_steps, *args, **kwargs) -> int:
@@ -100,58 +83,18 @@ def model_sources() -> dict[str, str]:
     return sources
 
 
-def seed_box(label: str = "Seed") -> Number:
-    low, high = limits.SEED_RANGE
-    return Number(limits.DEFAULT_SEED, label=label, minimum=low, maximum=high, step=1, min_width=120)
+def sample_tab(h: Handlers, picker):
+    """Controls, the streamed grid, the denoising GIF and a scrubber over its frames; two samplers side by side.
 
-
-def image_index() -> Slider:
-    return Slider(0, 255, value=0, step=1, label="Test image (index)")
-
-
-def chain_view(h: Handlers, grid_label: str) -> list:
-    """The result grid, the denoising GIF and a scrubber over its frames: the outputs of every chain event."""
-    grid = gr.Image(label=grid_label, alt_text=grid_label, **PNG)
-    with gr.Row():
-        with gr.Column(scale=3, min_width=240):
-            animation = gr.Image(
-                label="Denoising: xₜ | predicted x̂₀",
-                alt_text="Animation of the chain: the noisy images on the left, what they are heading to on the right",
-                **GIF,
-            )
-        with gr.Column(scale=2, min_width=200):
-            frame = gr.Image(label="One frame", alt_text="The frame of the animation chosen with the slider", **PNG)
-            scrub = Slider(0, 1, value=1, step=1, label="Frame (after the run)", interactive=False)
-    state = gr.State(None)
-    hidden = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None}
-    scrub.input(h.show_frame, [scrub, state], [frame, scrub], **hidden)
-    return [grid, animation, scrub, frame, state]
-
-
-def run_chain_on(trigger, stop, status, h_fn, inputs: list, outputs: list, api_name: str, seconds):
-    """``trigger`` (a button's ``click`` or an event's ``then``) runs a chain, on a GPU for ``seconds`` where there is
-    one; its progress shows on ``status`` (under the button), not over a picture; ``stop`` cancels it and says where
-    it stopped, clearing the panels of the run."""
-    event = trigger(gpu(h_fn, seconds), inputs, outputs, api_name=api_name, show_progress_on=[status], **CHAIN)
-    chain = outputs[-4:]  # GIF, scrubber, frame, state
-    stop.click(h_fn.__self__.stopped, chain[-1], [status, *chain], cancels=[event], api_visibility="private")
-    return event
-
-
-def run_and_stop() -> tuple:
-    with gr.Row():
-        run = gr.Button("Sample", variant="primary", size="md")
-        stop = gr.Button("Stop", variant="stop", size="md")
-    return run, stop
-
-
-def sample_tab(h: Handlers, picker) -> tuple[list, gr.Markdown]:
-    """Controls, the streamed grid, the denoising GIF and a scrubber over its frames; two samplers side by side."""
+    Returns:
+        The tab's ``ChainOutputs`` components (the arrival's outputs).
+    """
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            num_images = Slider(1, limits.MAX_IMAGES, value=limits.DEFAULT_IMAGES, step=1, label="Number of images")
-            choices = [(limits.SAMPLER_INFO[name][0], name) for name in limits.SAMPLER_NAMES]
-            sampler = gr.Dropdown(choices, value=limits.DEFAULT_SAMPLER, label="Sampler", info=limits.SAMPLER_HELP)
+            num_images = images_slider()
+            sampler = gr.Dropdown(
+                SAMPLER_CHOICES, value=limits.DEFAULT_SAMPLER, label="Sampler", info=limits.SAMPLER_HELP
+            )
             with gr.Row(equal_height=True):
                 seed = seed_box()
                 randomize = gr.Checkbox(True, label="New seed each run", info="off: replay the seed in the box")
@@ -159,74 +102,39 @@ def sample_tab(h: Handlers, picker) -> tuple[list, gr.Markdown]:
                 default = limits.default_steps(limits.DEFAULT_SAMPLER)
                 steps = Slider(*limits.STEP_RANGE, value=default, step=1, label="Sampling steps")
                 variance = gr.Radio(VARIANCE_CHOICES, value=limits.DEFAULT_VARIANCE, label="Variance σₜ² (DDPM)")
-            run, stop = run_and_stop()
-            status = gr.Markdown()
+            run, stop = run_and_stop("Sample")
+            status = gr.Markdown("Loading the first result…")  # until the arrival event shows it (or its making)
             examples = gr.Examples(
-                [[name, steps, 7] for name, steps in [("ddpm", 50), ("sde-dpm++", 20), ("dpm++", 20)]],
+                [[name, limits.default_steps(name), limits.EXAMPLE_SEED] for name in limits.EXAMPLE_SAMPLERS],
                 [sampler, steps, seed],
                 label="Examples: one seed, three samplers (click one, then Sample)",
             )
         with gr.Column(scale=2):
-            outputs = chain_view(h, "Samples x₀ (while running: xₜ | x̂₀)")
+            view = chain_view(h, "Samples x₀ (while running: xₜ | x̂₀)", status)
     inputs = [picker, num_images, sampler, steps, variance, seed]
-    private = {"api_visibility": "private", "queue": False}
-    picked = run.click(h.pick_seed, [randomize, seed], seed, **private)
-    run_chain_on(picked.then, stop, status, h.sample, inputs, outputs, "sample", sample_seconds)
+    picked = run.click(h.pick_seed, [randomize, seed], seed, **PRIVATE)
+    run_chain_on(picked.then, stop, h, h.sample, inputs, [], view, "sample", sample_seconds)
     for typed in (seed.input, examples.dataset.click):  # a typed or chosen seed is meant to be replayed
-        typed(lambda: False, None, randomize, **private)
+        typed(lambda: False, None, randomize, **PRIVATE)
     sampler.change(
         lambda name: (gr.Slider(value=limits.default_steps(name)), gr.Radio(visible=name == "ddpm")),
         sampler,
         [steps, variance],
-        **private,
+        **PRIVATE,
     )
     compare_samplers(h, picker, num_images, seed)
-    return outputs, status
-
-
-def sampler_label(name: str) -> str:
-    return f"{limits.SAMPLER_INFO[name][0]}, same seed"
-
-
-def compare_samplers(h: Handlers, picker, num_images, seed) -> None:
-    """Two samplers from the same x_T (the seed in the box), side by side."""
-    choices = [(limits.SAMPLER_INFO[name][0], name) for name in limits.SAMPLER_NAMES]
-    with gr.Accordion("Compare two samplers on the same seed", open=False):
-        with gr.Row():
-            pairs = []
-            for name in ("ddpm", "sde-dpm++"):
-                with gr.Column(min_width=200):
-                    sampler = gr.Dropdown(choices, value=name, label="Sampler")
-                    steps = Slider(*limits.STEP_RANGE, value=limits.default_steps(name), step=1, label="Steps")
-                    grid = gr.Image(label=sampler_label(name), alt_text=f"Samples of {name}", **PNG)
-                    pairs.append((sampler, steps, grid))
-                    sampler.change(
-                        lambda s: (gr.Slider(value=limits.default_steps(s)), gr.Image(label=sampler_label(s))),
-                        sampler,
-                        [steps, grid],
-                        api_visibility="private",
-                        queue=False,
-                    )
-        compare = gr.Button("Run both")
-    (a, a_steps, a_grid), (b, b_steps, b_grid) = pairs
-    compare.click(
-        gpu(h.compare, lambda *args, **kw: limits.gpu_seconds(1000)),
-        [picker, num_images, a, a_steps, b, b_steps, seed],
-        [a_grid, b_grid],
-        api_visibility="private",
-        **CHAIN,
-    )
+    return view
 
 
 def digit_tab(h: Handlers, picker) -> None:
     """A sketch or upload through q(x_t | x_0) and back with the DDPM chain (SDEdit)."""
     gr.Markdown(
         "Draw a digit (white on black, like the training images) or upload a picture, pick $t$, and run the "
-        f"chain back from $x_t$: a small $t$ keeps your digit and varies its style; above about $t = {FORGETS_AT}$ "
-        "the model forgets it and draws a digit of its own.",
+        f"chain back from $x_t$: a small $t$ keeps your digit and varies its style; above about $t = "
+        f"{limits.FORGETS_AT}$ the model forgets it and draws a digit of its own.",
         latex_delimiters=LATEX,
     )
-    black = Image.new("RGBA", (280, 280), "black")
+    black = Image.new("RGBA", EDITOR["canvas_size"], "black")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             canvas = Canvas(
@@ -234,42 +142,35 @@ def digit_tab(h: Handlers, picker) -> None:
                 label="Your digit",
                 brush=gr.Brush(colors=["#ffffff"], default_size=18, color_mode="fixed"),
                 image_mode="RGBA",
-                elem_classes=["black-canvas"],
+                elem_id="digit-canvas",
+                elem_classes=["black-canvas", "checked-drop"],
                 **EDITOR,
             )
-            upload = Picture(label="…or upload a picture", sources=["upload", "clipboard"], height=170)
-            t = Slider(
+            upload = Picture(label="…or upload a picture", sources=["upload", "clipboard"], height=210)
+            t = t_slider(
+                h,
+                picker,
                 1,
-                999,
-                value=DIGIT_T,
-                step=1,
-                label="t (how much noise)",
-                info=f"below ~{FORGETS_AT}: your digit, restyled; above: the model's own digits",
+                limits.DIGIT_T,
+                "t (how much noise)",
+                info=f"below ~{limits.FORGETS_AT}: your digit, restyled; above: the model's own digits",
             )
-            num_images = Slider(1, limits.MAX_IMAGES, value=4, step=1, label="Number of images")
+            num_images = images_slider(4)
             seed = seed_box()
-            with gr.Row():
-                run = gr.Button("Noise and denoise", variant="primary")
-                stop = gr.Button("Stop", variant="stop")
+            run, stop = run_and_stop("Noise and denoise")
             status = gr.Markdown()
-            gr.Examples([[100], [DIGIT_T], [FORGETS_AT], [600]], [t], label="Try t (the digit kept → forgotten)")
+            gr.Examples([[v] for v in limits.DIGIT_EXAMPLES], [t], label="Try t (the digit kept → forgotten)")
         with gr.Column(scale=2):
             with gr.Row():
                 x0 = gr.Image(label="x₀ as the model sees it", alt_text="Your picture, as x₀", min_width=160, **PNG)
                 x_t = gr.Image(label="xₜ ~ q(xₜ | x₀)", alt_text="Your picture noised to t", min_width=160, **PNG)
             note = gr.Textbox(label="What was done to your picture", interactive=False, lines=1)
-            outputs = chain_view(h, "Back to x₀, one chain per image")
-    inputs = [picker, canvas, t, num_images, seed]
-    outputs = [x0, x_t, note, *outputs]
-    run_chain_on(run.click, stop, status, h.sdedit, inputs, outputs, "sdedit", limits.gpu_seconds(limits.SDEDIT_STEPS))
-    upload.upload(
-        h.digit_upload,
-        upload,
-        [canvas, upload, note, x0, x_t, *outputs],
-        preprocess=False,
-        api_visibility="private",
-        queue=False,
-    )
+            view = chain_view(h, "Back to x₀, one chain per image", status)
+    inputs, shown = [picker, canvas, t, num_images, seed], [x0, x_t, note]
+    seconds = limits.gpu_seconds(limits.SDEDIT_STEPS)
+    run_chain_on(run.click, stop, h, h.sdedit, inputs, shown, view, "sdedit", seconds)
+    upload.upload(h.digit_upload, upload, [canvas, upload, note, x0, x_t, *view], preprocess=False, **PRIVATE)
+    refuse_unreadable(h, "digit-canvas", [note, x0, x_t, *view], pictures=2)
 
 
 def inpaint_tab(h: Handlers, picker) -> None:
@@ -284,24 +185,24 @@ def inpaint_tab(h: Handlers, picker) -> None:
             editor = Canvas(
                 label="Picture",
                 brush=gr.Brush(colors=["#ff3366"], default_size=40, color_mode="fixed"),
+                elem_id="inpaint-canvas",
+                elem_classes=["checked-drop"],
                 **EDITOR,
             )
             index = image_index()
             load = gr.Button("Load test image")
-            num_images = Slider(1, limits.MAX_IMAGES, value=4, step=1, label="Number of images")
+            num_images = images_slider(4)
             seed = seed_box()
-            with gr.Row():
-                run = gr.Button("Inpaint", variant="primary")
-                stop = gr.Button("Stop", variant="stop")
+            run, stop = run_and_stop("Inpaint")
             status = gr.Markdown()
         with gr.Column(scale=2):
             kept = gr.Image(label="Kept (grey: to regenerate)", alt_text="The picture, painted part grey", **PNG)
             note = gr.Textbox(label="What was done to your picture", interactive=False, lines=1)
-            outputs = chain_view(h, "Inpainted")
+            view = chain_view(h, "Inpainted", status)
     load.click(quick(h.test_picture), [picker, index], editor, api_visibility="private", **QUICK)
-    inputs = [picker, editor, num_images, seed]
-    outputs = [kept, note, *outputs]
-    run_chain_on(run.click, stop, status, h.inpaint, inputs, outputs, "inpaint", limits.gpu_seconds(250))
+    inputs, seconds = [picker, editor, num_images, seed], limits.gpu_seconds(limits.INPAINT_STEPS)
+    run_chain_on(run.click, stop, h, h.inpaint, inputs, [kept, note], view, "inpaint", seconds)
+    refuse_unreadable(h, "inpaint-canvas", [note, kept, *view], pictures=1)
 
 
 def forward_tab(h: Handlers, picker, tab) -> None:
@@ -315,7 +216,7 @@ def forward_tab(h: Handlers, picker, tab) -> None:
         with gr.Column(scale=1, min_width=280):
             index = image_index()
             upload = Picture(label="…or upload an image", type="pil", sources=["upload", "clipboard"], height=200)
-            t = Slider(0, 999, value=300, step=1, label="t")
+            t = t_slider(h, picker, 0, limits.FORWARD_T)
             seed = seed_box("Noise seed (ε)")
             show = gr.Button("Show", variant="primary")
         with gr.Column(scale=2):
@@ -324,9 +225,9 @@ def forward_tab(h: Handlers, picker, tab) -> None:
                 x_t = gr.Image(label="xₜ", alt_text="The image noised to step t", **PNG)
                 gif = gr.Image(label="xₜ for t = 0 → T−1", alt_text="Animation: the image fading into noise", **GIF)
             readout = gr.Markdown()
-    rates = [Number(label="signal_rate", visible=False), Number(label="noise_rate", visible=False)]
+    rates = [gr.Number(label="signal_rate", visible=False), gr.Number(label="noise_rate", visible=False)]
     # a file that is not an image is refused with a message by the event below; this clears it so the tab recovers
-    upload.upload(h.clear_bad_upload, upload, upload, preprocess=False, api_visibility="private", queue=False)
+    upload.upload(h.clear_bad_upload, upload, upload, preprocess=False, **PRIVATE)
     gr.on(
         [show.click, t.change, index.change, upload.change, seed.submit, tab.select],  # change: drags and typed values
         quick(h.forward),
@@ -341,21 +242,7 @@ def forward_tab(h: Handlers, picker, tab) -> None:
 def schedule_tab(h: Handlers, picker, tab) -> None:
     """The schedule's plots; one reverse step beside the true posterior; the bound's terms."""
     with gr.Row():
-        plot = {"x": "t", "y": "value", "color": "quantity", "min_width": 280, "x_title": "t (timestep)"}
-        rates = gr.LinePlot(label="rates", title="ᾱₜ and the two rates", y_title="rate (no unit, 0 to 1)", **plot)
-        variances = gr.LinePlot(
-            label="variances",
-            title="β̃ₜ / βₜ: the two σₜ²",
-            y_title="β̃ₜ / βₜ (ratio)",
-            caption="β̃ₜ = (1−ᾱₜ₋₁)/(1−ᾱₜ) βₜ: 0.45 βₜ at t = 1, within 2 % of it from t = 100 on",
-            **plot,
-        )
-        snr = gr.LinePlot(
-            label="log10 SNR",
-            title="log10 SNRₜ",
-            y_title="log10 SNR (SNR = ᾱₜ/(1−ᾱₜ))",
-            **plot,
-        )
+        plots = schedule_plots()
     gr.Markdown(
         r"**One reverse step.** Noise a test image to $x_t$, let the network predict $\hat x_0$, and compare"
         r" the true posterior mean $\tilde\mu_t(x_t, x_0)$ with the model's $\mu_\theta(x_t) ="
@@ -365,32 +252,20 @@ def schedule_tab(h: Handlers, picker, tab) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             index = image_index()
-            t = Slider(0, 999, value=200, step=1, label="t")
+            t = t_slider(h, picker, 0, limits.POSTERIOR_T)
             variance = gr.Radio(VARIANCE_CHOICES, value=limits.DEFAULT_VARIANCE, label="Variance σₜ² of pθ")
             seed = seed_box("Seed (ε and z)")
             with gr.Row():
                 step_button = gr.Button("Posterior step", variant="primary")
                 bound_button = gr.Button("Variational bound")
         with gr.Column(scale=3):
-            pictures = []
-            for row in POSTERIOR_PICTURES:
-                with gr.Row():
-                    pictures += [gr.Image(label=label, alt_text=alt, min_width=110, **PNG) for label, alt in row]
+            pictures = posterior_pictures()
             step_readout = gr.Markdown()
-            curve = gr.LinePlot(
-                x="t",
-                y="log10 bits/dim",
-                label="bound terms",
-                height=260,
-                min_width=280,
-                title="Bound terms: L₀, then Lₜ₋₁",
-                x_title="t (timestep)",
-                y_title="log10 of the term (bits/dim)",
-            )
+            curve = bound_plot()
             bound_readout = gr.Markdown()
-    step_numbers = [Number(label="mean_gap", visible=False), Number(label="vb_term", visible=False)]
-    bound_numbers = [Number(label=name, visible=False) for name in ("total", "prior", "decoder")]
-    gr.on([tab.select], quick(h.schedule), picker, [rates, variances, snr], api_name="schedule", **QUICK)
+    step_numbers = [gr.Number(label="mean_gap", visible=False), gr.Number(label="vb_term", visible=False)]
+    bound_numbers = [gr.Number(label=name, visible=False) for name in ("total", "prior", "decoder")]
+    gr.on([tab.select], quick(h.schedule), picker, plots, api_name="schedule", **QUICK)
     gr.on(
         [step_button.click, t.change, index.change, seed.submit, tab.select],
         quick(gpu(h.posterior, limits.gpu_seconds(1))),
@@ -437,7 +312,7 @@ def build(h: Handlers) -> gr.Blocks:
             with gr.Column(scale=2, min_width=240):
                 model_info = gr.Markdown()
         with gr.Tab("Sample"):
-            sample_outputs, sample_status = sample_tab(h, picker)
+            sample_view = sample_tab(h, picker)
         with gr.Tab("Your digit"):
             digit_tab(h, picker)
         with gr.Tab("Inpaint"):
@@ -459,7 +334,7 @@ def build(h: Handlers) -> gr.Blocks:
         blocks.load(
             h.arrival,
             picker,
-            [*sample_outputs, sample_status],
+            list(sample_view),
             api_visibility="private",
             concurrency_limit=None,
             show_progress="hidden",
@@ -474,5 +349,5 @@ if __name__ == "__main__":
     threading.Thread(target=handlers.prepare_showcase, name="showcase", daemon=True).start()
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     demo.queue(max_size=QUEUE_SIZE).launch(
-        theme=theme, css=CSS, footer_links=["api", "settings"], max_file_size=limits.MAX_UPLOAD_BYTES
+        theme=theme, css=CSS, js=JS, footer_links=["api", "settings"], max_file_size=limits.MAX_UPLOAD_BYTES
     )

@@ -162,10 +162,11 @@ def test_unreachable_hub_model_is_remembered_and_others_keep_working(client):
 
 def test_sample_streams_and_matches_the_library(client, pipe):
     job = client.submit(MODEL, 2, "ddpm", 20, "fixed_large", 7, api_name="/sample")
-    grid_path, gif_path, scrub, frame_path = job.result(timeout=120)
+    grid_path, gif_path, scrub, frame_path, line = job.result(timeout=120)
     streamed = job.outputs()
     assert len(streamed) > 2, "the grid should stream while sampling"
     assert all(Path(update[0]).is_file() for update in streamed)
+    assert streamed[0][-1].startswith("step 1 of 20, t = 999; ") and line == ""  # how far, then done
 
     expected = sample(
         pipe.unet, pipe.scheduler, 2, seed=7, num_inference_steps=20, variance="fixed_large", output_type="pt"
@@ -190,7 +191,7 @@ def test_the_dropdown_offers_every_sampler():
 
 @pytest.mark.parametrize("sampler", limits.SAMPLER_NAMES)
 def test_one_step_and_every_sampler(client, sampler):
-    grid_path, gif_path, scrub, _ = client.predict(MODEL, 1, sampler, 1, "fixed_small", 0, api_name="/sample")
+    grid_path, gif_path, scrub, *_ = client.predict(MODEL, 1, sampler, 1, "fixed_small", 0, api_name="/sample")
     assert Path(grid_path).is_file() and scrub["maximum"] == 1  # the step's frame and the result
     with Image.open(gif_path) as gif:
         assert gif.n_frames == 2
@@ -334,15 +335,16 @@ def test_inpainting_keeps_the_unpainted_part(client, tmp_path):
         ((MODEL, 2, "ddpm", 0, "fixed_small", 0), "/sample", "^Sampling steps must be ≥ 1, got 0$"),
         ((MODEL, 17, "ddpm", 20, "fixed_small", 0), "/sample", "^Number of images must be ≤ 16, got 17$"),
         ((MODEL, 2, "ddpm", 20, "fixed_small", -5), "/sample", "^Seed must be ≥ 0, got -5$"),
-        ((MODEL, 2, "ddpm", 20, "fixed_small", 1.5), "/sample", r"seed must be an integer in \[0, 2147483647\]"),
+        ((MODEL, 2, "ddpm", 20, "fixed_small", 1.5), "/sample", "^Seed must be a whole number, got 1.5$"),
+        ((MODEL, 2, "ddpm", 2.5, "fixed_small", 0), "/sample", "^Sampling steps must be a whole number, got 2.5$"),
         ((MODEL, 2, "ddpm", 20, "fixed_small", "abc"), "/sample", "Seed must be a number, got 'abc'"),
         ((MODEL, "two", "ddpm", 20, "fixed_small", 0), "/sample", "Number of images must be a number, got 'two'"),
         ((MODEL, 2, "euler", 20, "fixed_small", 0), "/sample", "not in the list of choices"),
         ((MODEL, 2, "ddpm", 20, "learned", 0), "/sample", "not in the list of choices"),
         ((MODEL, 0, None, 1000, 0), "/forward", "^t must be ≤ 999, got 1000$"),
         ((MODEL, 0, None, "ten", 0), "/forward", "t must be a number"),
-        ((MODEL, 0, None, 10, 2.5), "/forward", "seed must be an integer"),
-        ((MODEL, 0, 10, "fixed_small", 0.5), "/posterior", "seed must be an integer"),
+        ((MODEL, 0, None, 10, 2.5), "/forward", r"^Noise seed \(ε\) must be a whole number, got 2.5$"),
+        ((MODEL, 0, 10, "fixed_small", 0.5), "/posterior", r"^Seed \(ε and z\) must be a whole number, got 0.5$"),
         ((MODEL, None, 10, 1, 0), "/sdedit", "draw a digit"),
         ((MODEL, None, 1, 0), "/inpaint", "load a test image"),
     ],

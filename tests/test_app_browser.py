@@ -6,14 +6,19 @@ back, inpainting. Screenshots of every tab at both widths go to ``$DDPM_HF_SCREE
 CI needs ``apt-get install -y chromium chromium-driver`` and ``pip install playwright``.
 """
 
+import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from gradio_client import Client
-from test_app import MODEL, running_app, write_tiny_model
+from test_app import CARD, MODEL, running_app, write_tiny_model
 
+from ddpm_hf import DDPMHFScheduler, save_pipeline
+from ddpm_hf.models import build_unet
 from ddpm_hf.space.images import KEEP_FILES
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,10 +40,14 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright: pip install playwright")
 
 
+SHORT_MODEL = "ddpm-t500"  # a second model, with T = 500 timesteps
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     write_tiny_model(models)
+    save_pipeline(build_unet("tiny", 28, 1).eval(), DDPMHFScheduler(num_train_timesteps=500), models / SHORT_MODEL)
     with running_app(models, tmp_path_factory.mktemp("app-log") / "app.log") as url:
         yield url
 
@@ -294,3 +303,181 @@ def test_after_many_requests_the_showcase_stays_and_a_lost_frame_says_so(app_url
         assert page.locator(".toast-body").count() == 0
         browser.close()
         assert not errors, errors
+
+
+CONTROLS = {"button", "checkbox", "combobox", "img", "link", "radio", "slider", "spinbutton", "tab", "textbox"}
+
+
+def unnamed_controls(page) -> list[str]:
+    """The controls and images Chromium's accessibility tree gives no name (what a screen reader would announce)."""
+    cdp = page.context.new_cdp_session(page)
+    found = []
+    for node in cdp.send("Accessibility.getFullAXTree")["nodes"]:
+        if node.get("ignored") or node.get("role", {}).get("value") not in CONTROLS:
+            continue
+        if not str(node.get("name", {}).get("value", "")).strip():
+            found.append(cdp.send("DOM.getOuterHTML", {"backendNodeId": node["backendDOMNodeId"]})["outerHTML"][:200])
+    return found
+
+
+def test_every_control_has_a_name(page):
+    """Icon buttons (download, fullscreen, clear, the editors' tools), inputs and result images are announced by a
+    name, on every tab."""
+    visible_gif(page)
+    for name in TABS:
+        page.get_by_role("tab", name=name).click()
+        page.wait_for_timeout(1000)
+        assert not unnamed_controls(page), f"{name}: controls without a name: {unnamed_controls(page)}"
+
+
+def write_slow_model(models_dir: Path) -> None:
+    """A random model whose start-up run takes seconds (wide channels), so a visitor arrives while it is being made."""
+    config = models_dir / "unet.json"
+    config.write_text(
+        json.dumps(
+            {
+                "block_out_channels": [64, 128, 256],
+                "layers_per_block": 2,
+                "down_block_types": ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+                "up_block_types": ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+                "norm_num_groups": 8,
+            }
+        )
+    )
+    torch.manual_seed(0)
+    folder = save_pipeline(build_unet(None, 28, 1, config).eval(), DDPMHFScheduler(), models_dir / MODEL)
+    (folder / "README.md").write_text(CARD)
+
+
+PANELS = """() => {
+  const shown = e => e && e.offsetParent !== null;
+  const grid = [...document.querySelectorAll('[data-testid=block-label]')]
+    .find(l => l.textContent.trim().startsWith('Samples x₀') && shown(l));
+  const img = grid && grid.closest('.block').querySelector('img');
+  const line = [...document.querySelectorAll('.prose, .md')].map(e => e.textContent).join(' ');
+  return {grid: Boolean(img && img.getAttribute('src')), making: /first result/.test(line)};
+}"""
+
+
+def test_the_first_visitor_after_boot_never_sees_empty_panels(tmp_path):
+    """From the first paint until the start-up result is there, the grid shows the chain or a line says the first
+    result is being made."""
+    models = tmp_path / "models"
+    models.mkdir()
+    write_slow_model(models)
+    with running_app(models, tmp_path / "app.log") as url, sync_api.sync_playwright() as p:
+        browser, page, errors = open_page(p, url, DESKTOP, str(tmp_path / "profile"))
+        page.get_by_role("button", name="Sample", exact=True).wait_for(timeout=60_000)  # the page is drawn
+        said_so = False
+        deadline = time.monotonic() + 300
+        while page.locator("img[src$='.gif']:visible").count() == 0:
+            state = page.evaluate(PANELS)
+            assert state["grid"] or state["making"], "empty panels and no word on the first result"
+            said_so |= state["making"]
+            assert time.monotonic() < deadline, "the start-up result did not come"
+            page.wait_for_timeout(100)
+        assert said_so, "the start-up run ended before the page showed it being made (the model is too fast)"
+        browser.close()
+        assert not errors, errors
+
+
+def slider_end(page, label: str) -> str:
+    return (
+        page.get_by_label(f"range slider for {label}", exact=True).locator("visible=true").first.get_attribute("max")
+    )
+
+
+def test_the_t_sliders_end_at_the_models_last_timestep(page):
+    visible_gif(page)
+    page.get_by_role("tab", name="Forward process").click()
+    page.get_by_text("At t = 300").first.wait_for(timeout=60_000)
+    assert slider_end(page, "t") == "999"
+    page.get_by_label("Model").first.click()
+    page.get_by_role("option", name=SHORT_MODEL).click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('input[type=range]')].some(i => i.offsetParent && i.max === '499')",
+        timeout=60_000,
+    )
+    assert slider_end(page, "t") == "499"
+    page.get_by_role("tab", name="Your digit").click()
+    assert slider_end(page, "t (how much noise)") == "499"
+
+
+def a_digit_run(page):
+    """A stroke drawn on the Your digit canvas, sent through noise and back; returns the canvas."""
+    page.get_by_role("tab", name="Your digit").click()
+    canvas = page.locator(".black-canvas canvas").first
+    canvas.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    draw(page, canvas, [((0.5, 0.2), (0.5, 0.8))])
+    page.get_by_role("button", name="Noise and denoise").click()
+    visible_gif(page)
+    return canvas
+
+
+def test_a_non_image_dropped_on_the_digit_canvas_says_so_and_clears_the_old_run(page):
+    """The editor itself would fail on it with only a console error (a JavaScript error fails this test too)."""
+    canvas = a_digit_run(page)
+    dropped = page.evaluate_handle(
+        "() => { const d = new DataTransfer();"
+        " d.items.add(new File(['not an image'], 'notes.png', {type: 'image/png'})); return d; }"
+    )
+    for event in ("dragenter", "dragover", "drop"):
+        canvas.dispatch_event(event, {"dataTransfer": dropped})
+    note = page.get_by_label("What was done to your picture").locator("visible=true").first
+    page.wait_for_function("e => e.value.includes('not an image this app can read')", arg=note.element_handle())
+    assert page.locator("img[src$='.gif']:visible").count() == 0, "the earlier run's GIF is still shown"
+    assert image_src(page, "x₀ as the model sees it") is None
+
+
+PLOTS = """() => [...document.querySelectorAll('.vega-embed svg')].filter(s => s.getBoundingClientRect().width > 0)
+  .map(s => { const box = s.getBoundingClientRect(), title = s.querySelector('.role-title-text text');
+    const t = title && title.getBoundingClientRect();
+    return {width: Math.round(box.width), title: title && title.textContent,
+            inside: Boolean(t && t.left >= box.left - 1 && t.right <= box.right + 1),
+            lines: [...s.querySelectorAll('.mark-line path')].filter(p => (p.getAttribute('d') || '').length > 20).length};
+  })"""
+
+
+def test_every_plot_is_readable_on_a_phone(app_url, screenshot_dir):
+    """At 390 px each plot of the schedule tab is drawn wide, with its lines and its whole title."""
+    with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        browser, page, errors = open_page(p, app_url, PHONE, profile)
+        visible_gif(page)
+        page.get_by_role("button", name="More tabs").click()
+        page.locator(".overflow-dropdown button", has_text="Schedule & posterior").first.click()
+        page.get_by_text("Bound L ≈").first.wait_for(timeout=120_000)
+        page.wait_for_timeout(1500)
+        plots = page.evaluate(PLOTS)
+        page.screenshot(path=screenshot_dir / "plots-phone.png", full_page=True)
+        assert len(plots) == 4, plots
+        for plot in plots:
+            assert plot["width"] >= 280 and plot["lines"] >= 1, plot
+            assert plot["title"] and plot["inside"], f"the title is missing or clipped: {plot}"
+        browser.close()
+        assert not errors, errors
+
+
+def test_a_non_image_on_the_digit_upload_box_says_so_and_clears_the_old_run(page, tmp_path):
+    a_digit_run(page)
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    box = page.locator(".block", has=page.get_by_text("…or upload a picture", exact=True)).first
+    box.locator("input[type=file]").set_input_files(str(fake))
+    note = page.get_by_label("What was done to your picture").locator("visible=true").first
+    page.wait_for_function("e => e.value.includes('not an image this app can read')", arg=note.element_handle())
+    assert page.locator("img[src$='.gif']:visible").count() == 0, "the earlier run's GIF is still shown"
+
+
+def test_the_header_links_the_paper_and_code_and_the_examples_and_comparison_work(page):
+    visible_gif(page)
+    assert page.get_by_role("link", name="Paper").get_attribute("href") == "https://arxiv.org/abs/2006.11239"
+    assert "github.com" in page.get_by_role("link", name="the authors' code").get_attribute("href")
+    page.locator("td:visible", has_text="DPM-Solver++ SDE: fast, stochastic").first.click()  # sampler, steps, seed 7
+    page.wait_for_timeout(1000)
+    assert seed_value(page) == 7 and not page.get_by_label("New seed each run").is_checked()
+    set_number(page, "Number of images", 1)
+    page.get_by_text("Compare two samplers on the same seed").first.click()
+    page.get_by_role("button", name="Run both").click()
+    for label in ("DDPM: the paper's chain, same seed", "DPM-Solver++ SDE: fast, stochastic, same seed"):
+        wait_for_new_image(page, label, None)

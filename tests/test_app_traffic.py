@@ -18,7 +18,7 @@ from test_app import MODEL, running_app, write_tiny_model
 from ddpm_hf.space import limits
 
 BURST, PER_MINUTE = 3, 6
-FAKE_SPACES = '''
+FAKE_SPACES = """
 import functools, inspect, json, os
 
 
@@ -43,7 +43,7 @@ def GPU(task=None, *, duration=None, size=None):
         record(args, kwargs)
         return task(*args, **kwargs)
     return function
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_decorated_chains_stream_and_ask_for_a_duration_sized_by_steps(served):
     url, log = served
     client = Client(url, verbose=False)
     job = client.submit(MODEL, 2, "ddpm", 40, "fixed_small", 1, api_name="/sample")
-    grid, gif, scrub, frame = job.result(timeout=300)
+    _grid, gif, scrub, *_ = job.result(timeout=300)
     assert len(job.outputs()) > 2, "the decorated chain should stream its grids"
     assert Path(gif).is_file() and scrub["label"] == "Frame: the result x₀, after 40 steps"
     calls = [c for c in gpu_calls(log) if c["fn"] == "sample"]

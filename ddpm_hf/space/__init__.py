@@ -1,4 +1,4 @@
-"""What the Gradio Space (``app.py``) computes, without any UI: models, requests, pictures and tables.
+"""The Gradio Space (``app.py``) in pieces: what it computes, its handlers and its UI parts.
 
 - ``limits``: every choice and limit a request may take (written once; the UI and the checks both read it).
 - ``registry``: the models offered, loaded on first use with a lock per model; a failed load is remembered.
@@ -6,6 +6,8 @@
 - ``chains``: streamed reverse chains — sampling, a picture through noise and back (SDEdit), inpainting.
 - ``views``: the forward process, the schedule, one posterior step and the variational bound.
 - ``traffic``: the per-client rate limit of the quick endpoints.
+- ``components``: the app's inputs, which check every number and file they are sent, once, with the field's name.
+- ``handlers``: the app's events, over the modules above; ``layout``: the UI parts ``app.py`` assembles.
 
-Every function validates its inputs and raises ``ValueError`` with a message meant for the user.
+Errors meant for the user are ``ValueError``s; the handlers show them as ``gr.Error``.
 """

@@ -15,35 +15,22 @@ import torch
 from PIL import Image
 
 from .. import pictures
-from ..samplers import VARIANCES
 from ..sampling import ChainStep, Trajectory, initial_noise, reverse_chain, seed_generators
-from ..validate import check_choice, check_int
 from .images import animation_scale, grid_scale, new_file, picture
-from .limits import ANIMATION_FRAMES, MAX_IMAGES, PREVIEWS, SAMPLER_NAMES, SEED_RANGE, STEP_RANGE
+from .limits import ANIMATION_FRAMES, PREVIEWS
 from .registry import Model
 
 
 @dataclass(frozen=True)
 class ChainRequest:
-    """A validated request: how many images, which sampler, how many steps, which σ_t² (DDPM), which seed."""
+    """How many images, which sampler, how many steps, which σ_t² (DDPM), which seed: as the app's inputs checked them
+    (``ddpm_hf.space.components``), once; the step count's bound by the model's T is the library's own check."""
 
     num_images: int
     sampler: str
     num_inference_steps: int
     variance: str
     seed: int
-
-
-def check_request(num_images, sampler, num_inference_steps, variance, seed, model: Model) -> ChainRequest:
-    """The request as ``ChainRequest``, or a ``ValueError`` naming the bad input and its allowed values."""
-    T = model.scheduler.config.num_train_timesteps
-    return ChainRequest(
-        num_images=check_int("number of images", num_images, 1, MAX_IMAGES),
-        sampler=check_choice("sampler", sampler, SAMPLER_NAMES),
-        num_inference_steps=check_int("sampling steps", num_inference_steps, STEP_RANGE[0], min(STEP_RANGE[1], T)),
-        variance=check_choice("variance", variance, VARIANCES),
-        seed=check_int("seed", seed, *SEED_RANGE),
-    )
 
 
 @dataclass
@@ -58,7 +45,7 @@ class Progress:
     total: int | None = None  # the chain's length where it is known before it runs (None for SDEdit)
 
     def describe(self, start_timestep: int | None = None) -> str:
-        """"step 12 of 50, t = 780; about 9 s left" (for SDEdit, the time left from how far t has come down)."""
+        """ "step 12 of 50, t = 780; about 9 s left" (for SDEdit, the time left from how far t has come down)."""
         if self.total is not None:
             left = self.seconds / self.step * (self.total - self.step)
             return f"step {self.step} of {self.total}, t = {self.timestep}; {about(left)}"
@@ -94,7 +81,7 @@ def run_chain(
 
     Args:
         model: the loaded model.
-        request: from ``check_request``.
+        request: what to run.
         x0: a picture (1, C, H, W) in [-1, 1] for SDEdit or inpainting; None samples from x_T ~ N(0, I).
         start_timestep: SDEdit (Meng et al. 2022): start at x_t ~ q(x_t | x0) for this t instead of at x_T.
         keep: inpainting mask (1, 1, H, W), 1 where x0 is kept; elsewhere the model fills in (RePaint without

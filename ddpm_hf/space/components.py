@@ -42,36 +42,44 @@ def user_errors(fn):
     return function
 
 
-def check_number(label, payload, minimum=None, maximum=None) -> None:
-    """Refuse a value that is not a number or is out of range, naming the input ("Seed must be ≥ 0, got -5")."""
+def check_number(label, payload, minimum=None, maximum=None, whole: bool = False) -> None:
+    """Refuse a value that is not a number, not whole where ``whole``, or out of range, naming the input ("Seed must
+    be ≥ 0, got -5"). The app's one check of a number a visitor or an API caller sends."""
     if payload is None:
         return
     if isinstance(payload, bool) or not isinstance(payload, (int, float)):
         raise gr.Error(f"{label} must be a number, got {payload!r}")
+    if whole and not float(payload).is_integer():
+        raise gr.Error(f"{label} must be a whole number, got {payload:g}")
     if minimum is not None and payload < minimum:
         raise gr.Error(f"{label} must be ≥ {minimum:g}, got {payload:g}")
     if maximum is not None and payload > maximum:
         raise gr.Error(f"{label} must be ≤ {maximum:g}, got {payload:g}")
 
 
+def checked(component, payload):
+    """``payload`` checked by ``check_number`` (whole when the component steps by whole numbers), as an int then."""
+    whole = float(component.step).is_integer()
+    check_number(component.label, payload, component.minimum, component.maximum, whole)
+    return payload if payload is None or not whole else int(payload)
+
+
 class Number(gr.Number):
-    """``gr.Number`` that answers an API caller's wrong type with a message naming the input."""
+    """``gr.Number`` that answers a bad value with a message naming the input, and gives whole numbers as ints."""
 
     is_template = True
 
     def preprocess(self, payload):
-        check_number(self.label, payload, self.minimum, self.maximum)
-        return super().preprocess(payload)
+        return super().preprocess(checked(self, payload))
 
 
 class Slider(gr.Slider):
-    """``gr.Slider`` that answers an API caller's wrong type with a message naming the input."""
+    """``gr.Slider`` that answers a bad value with a message naming the input, and gives whole numbers as ints."""
 
     is_template = True
 
     def preprocess(self, payload):
-        check_number(self.label, payload, self.minimum, self.maximum)
-        return super().preprocess(payload)
+        return super().preprocess(checked(self, payload))
 
 
 def check_files(*files) -> None:

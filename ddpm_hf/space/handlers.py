@@ -6,6 +6,7 @@ Each handler's parameter names are its API parameter names. ``ValueError`` messa
 import random
 import threading
 import time
+from typing import Any, NamedTuple
 
 import gradio as gr
 from PIL import Image
@@ -15,6 +16,29 @@ from .components import user_errors
 from .registry import Registry
 
 PROGRESS = gr.Progress()  # the default that tells gradio to pass a progress tracker
+
+
+class ChainOutputs(NamedTuple):
+    """What a chain's events show, in this order: the result grid, the denoising GIF, the scrubber over its frames,
+    the frame chosen with it, the status line ("step k of n, t = …; about 9 s left", or where Stop stopped it), and
+    the run's state (how far it came, for Stop; the GIF's frames, for the scrubber). The app's components and each
+    update of a handler take this shape."""
+
+    grid: Any
+    animation: Any
+    scrubber: Any
+    frame: Any
+    status: Any
+    state: Any
+
+    @classmethod
+    def unchanged(cls) -> "ChainOutputs":
+        return cls(*(gr.skip(),) * len(cls._fields))
+
+    @classmethod
+    def cleared(cls, grid=None) -> "ChainOutputs":
+        """No result of an earlier run (the grid given, or none) and no status line."""
+        return cls(grid, None, idle_scrubber(), None, "", None)
 
 
 class Handlers:
@@ -30,9 +54,8 @@ class Handlers:
     @user_errors
     def sample(self, model, num_images, sampler, num_inference_steps, variance, seed, progress=PROGRESS):
         """Stream grids of x_t while sampling; end with the samples x_0, the denoising GIF and the scrubber."""
-        m = self.models.get(model)
-        request = chains.check_request(num_images, sampler, num_inference_steps, variance, seed, m)
-        yield from stream(chains.run_chain(m, request), progress)
+        request = chains.ChainRequest(num_images, sampler, num_inference_steps, variance, seed)
+        yield from stream(chains.run_chain(self.models.get(model), request), progress)
 
     def pick_seed(self, randomize, seed):
         """A new seed when ``randomize`` is on (shown in the box, so it can be replayed), else the box's."""
@@ -48,7 +71,7 @@ class Handlers:
         m = self.models.get(model)
         grids = []
         for sampler, steps in ((sampler_a, steps_a), (sampler_b, steps_b)):
-            request = chains.check_request(num_images, sampler, steps, limits.DEFAULT_VARIANCE, seed, m)
+            request = chains.ChainRequest(num_images, sampler, steps, limits.DEFAULT_VARIANCE, seed)
             *_, done = chains.run_chain(m, request)
             grids.append(done.grid)
             yield grids[0], grids[1] if len(grids) > 1 else gr.skip()
@@ -57,14 +80,14 @@ class Handlers:
         """What Stop leaves: a line saying where the chain stopped, and no panel of an earlier run.
 
         Returns:
-            The status line, then the GIF, scrubber, frame and state cleared.
+            ``ChainOutputs``: the grid as it is, the status line, the rest cleared.
         """
         where = ""
         if state and "step" in state:
             of = f" of {state['total']}" if state.get("total") else ""
             where = f" at step {state['step']}{of} (t = {state['timestep']})"
         line = f"**Stopped{where}.** The grid shows the chain where it stopped; press the button again for a new run."
-        return line, None, idle_scrubber(), None, None
+        return ChainOutputs.cleared(gr.skip())._replace(status=line)
 
     @user_errors
     def sdedit(self, model, image, t, num_images, seed, progress=PROGRESS):
@@ -76,9 +99,9 @@ class Handlers:
         t = views.check_t(t, m.scheduler)
         T = m.scheduler.config.num_train_timesteps
         steps = limits.SDEDIT_STEPS if t >= T // limits.SDEDIT_STEPS else T  # below one stride: every timestep
-        request = chains.check_request(num_images, "ddpm", steps, limits.DEFAULT_VARIANCE, seed, m)
+        request = chains.ChainRequest(num_images, "ddpm", steps, limits.DEFAULT_VARIANCE, seed)
         shown = images.picture(x0), views.forward_process(m.scheduler, x0, t, seed).x_t, note or "used as drawn"
-        yield *shown, *[gr.skip()] * 5
+        yield *shown, *ChainOutputs.unchanged()
         for outputs in stream(chains.run_chain(m, request, x0, start_timestep=t), progress, start_timestep=t):
             yield *shown, *outputs  # every update carries them: a client's result is the last update
 
@@ -92,9 +115,9 @@ class Handlers:
         painted = images.mask_of(image["layers"][0] if image.get("layers") else None, m.size)
         if painted.sum() == 0:
             raise ValueError("paint over the part of the picture to regenerate (the brush tool), then press Inpaint")
-        request = chains.check_request(num_images, "ddpm", 250, limits.DEFAULT_VARIANCE, seed, m)
+        request = chains.ChainRequest(num_images, "ddpm", limits.INPAINT_STEPS, limits.DEFAULT_VARIANCE, seed)
         shown = images.picture(x0 * (1 - painted)), note or "used as given"  # the part to regenerate shows grey
-        yield *shown, *[gr.skip()] * 5
+        yield *shown, *ChainOutputs.unchanged()
         for outputs in stream(chains.run_chain(m, request, x0, keep=1 - painted), progress):
             yield *shown, *outputs
 
@@ -118,19 +141,32 @@ class Handlers:
         the Forward tab's message in the note and every output of an earlier run cleared.
 
         Returns:
-            The canvas, the upload box, the note, x_0, x_t and the chain's outputs (grid, GIF, scrubber, frame, state).
+            The canvas, the upload box, the note, x_0, x_t and ``ChainOutputs``.
         """
-        cleared = (None, None, None, None, idle_scrubber(), None, None)
+        cleared = (None, None, *ChainOutputs.cleared())
         try:
             images.check_upload(payload["path"])
             with Image.open(payload["path"]) as picture:
                 picture = picture.convert("RGBA")
         except (ValueError, KeyError, TypeError, OSError) as e:
-            message = str(e) if isinstance(e, ValueError) else "the upload is not an image this app can read"
+            message = str(e) if isinstance(e, ValueError) else images.NOT_AN_IMAGE
             gr.Warning(message)
             return gr.skip(), None, message, *cleared
         canvas = {"background": picture, "layers": [], "composite": picture}
         return canvas, None, "uploaded: press the button", *cleared
+
+    def picture_refused(self, pictures: int = 0) -> tuple:
+        """A file put on an image editor that the browser cannot read as an image (the page's script keeps it from the
+        editor, ``layout.JS``): the message of a bad upload, as a warning and in the note, and no earlier result.
+
+        Args:
+            pictures: how many pictures the tab shows besides ``ChainOutputs`` (cleared too).
+
+        Returns:
+            The note, ``pictures`` Nones and ``ChainOutputs`` cleared.
+        """
+        gr.Warning(images.NOT_AN_IMAGE)
+        return images.NOT_AN_IMAGE, *(None,) * pictures, *ChainOutputs.cleared()
 
     @user_errors
     def show_frame(self, index, state):
@@ -174,18 +210,24 @@ class Handlers:
         except ValueError as e:
             return f"**{model or 'no model'}** cannot be used: {e}"
 
+    def timestep_range(self, model):
+        """A t slider's range for ``model``: up to T − 1 of its schedule (loading it); unchanged if it cannot load."""
+        try:
+            return gr.Slider(maximum=self.models.get(model).scheduler.config.num_train_timesteps - 1)
+        except ValueError:
+            return gr.skip()
+
     def prepare_showcase(self) -> None:
         """Load the first model and sample the default request once, so the first page shows a result; its progress
         is shown to visitors who arrive before it is done."""
         try:
             model = self.models.get(self.first)
-            request = chains.check_request(
+            request = chains.ChainRequest(
                 limits.DEFAULT_IMAGES,
                 limits.DEFAULT_SAMPLER,
                 limits.default_steps(limits.DEFAULT_SAMPLER),
                 limits.DEFAULT_VARIANCE,
                 limits.DEFAULT_SEED,
-                model,
             )
             for update in chains.run_chain(model, request, rotate=False):
                 if isinstance(update, chains.Progress):
@@ -202,24 +244,24 @@ class Handlers:
         """The start-up result for a new visitor; while it is being made, the chain as it goes and a line saying so.
 
         Yields:
-            grid, GIF, scrubber, frame, state and the status line.
+            ``ChainOutputs``.
         """
         deadline, shown = time.monotonic() + 300, None
         if not self._showcase_ready.is_set():
-            yield *(gr.skip(),) * 5, "Making the first result: loading the model…"
+            yield ChainOutputs.unchanged()._replace(status="Making the first result: loading the model…")
         while not self._showcase_ready.wait(timeout=0.5) and time.monotonic() < deadline:
             now = self._showcase_progress
             if now is not None and now is not shown:
                 line = f"Making the first result: {limits.DEFAULT_IMAGES} images from pure noise, {now.describe()}."
-                yield now.grid, gr.skip(), gr.skip(), gr.skip(), gr.skip(), line
+                yield ChainOutputs.unchanged()._replace(grid=now.grid, status=line)
                 shown = now
         done = self._showcase.get(model)
-        yield *(finished_outputs(done) if done else (gr.skip(),) * 5), ""
+        yield finished_outputs(done) if done else ChainOutputs.unchanged()._replace(status="")
 
 
-def stream(run, progress, start_timestep: int | None = None) -> tuple:
-    """Outputs (grid, GIF, scrubber, frame, state) for each update of a chain run: the first clears the panels of an
-    earlier run; the state says how far the chain has come (for Stop)."""
+def stream(run, progress, start_timestep: int | None = None) -> ChainOutputs:
+    """``ChainOutputs`` for each update of a chain run: the first clears the panels of an earlier run; the status line
+    says how far the chain has come and the time left, the state the same for Stop."""
     first = True
     for update in run:
         if isinstance(update, chains.Progress):
@@ -229,8 +271,8 @@ def stream(run, progress, start_timestep: int | None = None) -> tuple:
             else:
                 progress(1 - update.timestep / max(start_timestep or 1, 1), desc=text)
             state = {"step": update.step, "total": update.total, "timestep": update.timestep}
-            stale = (None, idle_scrubber(), None) if first else (gr.skip(),) * 3
-            yield update.grid, stale[0], stale[1], stale[2], state
+            panels = ChainOutputs.cleared() if first else ChainOutputs.unchanged()
+            yield panels._replace(grid=update.grid, status=text, state=state)
             first = False
         else:
             yield finished_outputs(update)
@@ -240,11 +282,12 @@ def idle_scrubber() -> gr.Slider:
     return gr.Slider(0, 1, value=1, step=1, interactive=False, label="Frame (after the run)")
 
 
-def finished_outputs(done: chains.Finished) -> tuple:
+def finished_outputs(done: chains.Finished) -> ChainOutputs:
     last = len(done.labels) - 1
     slider = gr.Slider(0, last, value=last, step=1, interactive=True, label=f"Frame: {done.labels[last]}")
     state = {"animation": str(done.animation), "labels": done.labels}
-    return done.grid, str(done.animation), slider, images.animation_frame(done.animation, last), state
+    frame = images.animation_frame(done.animation, last)
+    return ChainOutputs(done.grid, str(done.animation), slider, frame, "", state)
 
 
 def sketch_of(image) -> Image.Image:

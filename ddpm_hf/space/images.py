@@ -19,6 +19,7 @@ from .limits import MAX_UPLOAD_PIXELS
 from .registry import Model, test_images
 
 KEEP_FILES = 64
+NOT_AN_IMAGE = "the upload is not an image this app can read: use a PNG, JPEG, WebP or GIF file"
 
 
 def check_upload(file: str | Path | BinaryIO) -> None:
@@ -32,7 +33,7 @@ def check_upload(file: str | Path | BinaryIO) -> None:
         with Image.open(file) as image:
             width, height = image.size
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise ValueError("the upload is not an image this app can read: use a PNG, JPEG, WebP or GIF file") from None
+        raise ValueError(NOT_AN_IMAGE) from None
     if width * height > MAX_UPLOAD_PIXELS:
         raise ValueError(f"the image is {width}×{height} pixels; the limit is {MAX_UPLOAD_PIXELS // 2**20} megapixels")
 

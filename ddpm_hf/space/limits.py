@@ -8,10 +8,9 @@ VARIANCE_LABELS = {  # announced by meaning; the API name last
     "fixed_small": "β̃ₜ: the true posterior's variance (fixed_small)",
     "fixed_large": "βₜ: the forward step's variance (fixed_large)",
 }
-# What the visitor is looking at, and its default step count. The defaults come from `python -m ddpm_hf.evaluate`
-# on models/ddpm-mnist (README, "Evaluation"; N = 1000): the paper's chain at 50 steps, classifier-FID 1.96× its
-# real floor; the SDE form of DPM-Solver++ at 20, 1.52× in 2.3× less time; DPM-Solver++ at 20, 2.60×. The
-# deterministic solvers stop improving early (on the stage-2 weights: DPM-Solver++ 2.4× from 10 steps on).
+# What the visitor is looking at, and its default step count: the step counts `python -m ddpm_hf.evaluate` compares
+# on models/ddpm-mnist (its card has the sweep). The paper's chain is the default, since showing it is the app's
+# purpose; the SDE form of DPM-Solver++ at 20 steps scores a better classifier-FID in less time.
 SAMPLER_INFO = {
     "ddpm": ("DDPM: the paper's chain", 50),
     "sde-dpm++": ("DPM-Solver++ SDE: fast, stochastic", 20),
@@ -25,6 +24,15 @@ DEFAULT_SAMPLER = "ddpm"
 DEFAULT_IMAGES = 16
 DEFAULT_SEED = 0
 SDEDIT_STEPS = 100  # the strided DDPM chain of Your digit (a small t runs every timestep below it)
+INPAINT_STEPS = 250  # the strided DDPM chain of Inpaint
+# Your digit's default t, and where the digit is forgotten: on models/ddpm-mnist a drawn 7 comes back as a 7 in 8 of 8
+# chains from t = 100 to 300 (the style varying more with t), 5 of 8 at t = 400, 2 of 8 at t = 500.
+DIGIT_T, FORGETS_AT = 250, 400
+DIGIT_EXAMPLES = (100, DIGIT_T, FORGETS_AT, 600)  # t from the digit kept to the digit forgotten
+FORWARD_T, POSTERIOR_T = 300, 200  # the Forward and Schedule tabs' starting t
+EXAMPLE_SEED = 7  # the Sample tab's examples: one seed, three samplers
+EXAMPLE_SAMPLERS = ("ddpm", "sde-dpm++", "dpm++")
+COMPARED_SAMPLERS = ("ddpm", "sde-dpm++")  # the side-by-side view's starting pair
 ANIMATION_FRAMES = 30  # captured steps in a denoising GIF (plus the starting x)
 PREVIEWS = 20  # streamed grids per run
 BOUND_POINTS = 50  # timesteps of the bound's stratified estimate (and its plotted curve)

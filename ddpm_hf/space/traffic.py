@@ -84,4 +84,3 @@ def rate_limited(fn, limit: RateLimit, behind_proxy: bool = False):
     request = inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=gr.Request)
     limited.__signature__ = signature.replace(parameters=[*signature.parameters.values(), request])
     return limited
-

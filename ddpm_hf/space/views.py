@@ -11,11 +11,11 @@ from PIL import Image
 
 from .. import pictures
 from ..likelihood import variational_bound, vb_terms
-from ..samplers import VARIANCES
+from ..samplers import with_variance
 from ..scheduling_ddpm_hf import DDPMHFScheduler
-from ..validate import check_choice, check_int
+from ..validate import check_int
 from .images import new_file, picture
-from .limits import ANIMATION_FRAMES, BOUND_POINTS, SEED_RANGE
+from .limits import ANIMATION_FRAMES, BOUND_POINTS
 from .registry import Model
 
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -53,7 +53,7 @@ class ForwardResult:
 
 def forward_process(scheduler: DDPMHFScheduler, x0: torch.Tensor, t, seed) -> ForwardResult:
     """x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε for one ε drawn from ``seed``, and a GIF of t = 0 → T-1 with the same ε."""
-    t, seed = check_t(t, scheduler), check_int("seed", seed, *SEED_RANGE)
+    t = check_t(t, scheduler)
     T, scale = scheduler.config.num_train_timesteps, max(1, 224 // x0.shape[-1])
     (x_t,) = pictures.forward_frames(scheduler, x0, [t], seed=seed, scale=scale)
     timesteps = np.unique(np.linspace(0, T - 1, ANIMATION_FRAMES).round().astype(int))
@@ -114,11 +114,8 @@ def posterior_step(model: Model, x0: torch.Tensor, t, variance, seed) -> Posteri
 
     ε is ``torch.randn(x0.shape, generator=Generator().manual_seed(seed))``, the first draw; z comes next.
     """
-    scheduler = DDPMHFScheduler.from_config(
-        model.scheduler.config, variance_type=check_choice("variance", variance, VARIANCES)
-    )
-    t = check_t(t, scheduler)
-    generator = torch.Generator().manual_seed(check_int("seed", seed, *SEED_RANGE))
+    scheduler, t = with_variance(model.scheduler, variance), check_t(t, model.scheduler)
+    generator = torch.Generator().manual_seed(seed)
     unet = model.pipe.unet
     x0 = x0.to(unet.device)
     noise = torch.randn(x0.shape, generator=generator).to(unet.device)
@@ -152,10 +149,7 @@ class BoundResult:
 
 def bound_terms(model: Model, x0: torch.Tensor, variance, seed) -> BoundResult:
     """The bound's terms for one x_0 and their total, from one stratified evaluation (``variational_bound``)."""
-    scheduler = DDPMHFScheduler.from_config(
-        model.scheduler.config, variance_type=check_choice("variance", variance, VARIANCES)
-    )
-    generator = torch.Generator().manual_seed(check_int("seed", seed, *SEED_RANGE))
+    scheduler, generator = with_variance(model.scheduler, variance), torch.Generator().manual_seed(seed)
     unet = model.pipe.unet
     bound = variational_bound(unet, scheduler, x0.to(unet.device), num_timesteps=BOUND_POINTS, generator=generator)
     per_t = (bound.terms[0] / bound.weights).double().numpy()  # each L_{t-1} itself, before its stratum's weight
