@@ -77,6 +77,8 @@ def generate(
     unet, scheduler, num_samples: int, steps: int, seed: int, batch_size: int, *, sampler="ddpm", precision="float32"
 ):
     """Draw samples in batches, image i from ``Generator().manual_seed(seed + i)``, reporting progress to stderr.
+    The network runs untimed (``autotune=False``: in its weights' memory format as loaded), so the scores do not
+    depend on which layout a machine's timing would pick.
 
     Returns:
         (N, C, H, W) uint8 images (the samples rounded to 8 bits, as a saved PNG would hold them).
@@ -102,6 +104,7 @@ def generate(
             callback=progress,
             sampler=sampler,
             precision=precision,
+            autotune=False,
         ).images
         out.append(to_uint8(images.cpu(), value_range=(0, 1)))
     return torch.cat(out)

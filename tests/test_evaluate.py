@@ -283,3 +283,17 @@ def test_module_entry_point_reports_a_missing_model() -> None:
     assert proc.stderr.strip().splitlines() == [
         "python -m ddpm_hf.evaluate: error: model /nonexistent/ddpm: no such folder"
     ]
+
+
+def test_generation_runs_the_network_untimed(monkeypatch):
+    """Scores must not depend on the layout a machine's timing picks: generate() never times the candidates."""
+    from ddpm_hf import speed
+
+    def timed(*args, **kwargs):
+        raise AssertionError("evaluate.generate timed the network")
+
+    monkeypatch.setattr(speed, "time_candidates", timed)
+    monkeypatch.delenv(speed.AUTOTUNE_ENV, raising=False)
+    speed.forget()
+    images = evaluate.generate(tiny_unet(), DDPMHFScheduler(), 3, 2, 0, 2)
+    assert images.shape[0] == 3 and images.dtype == torch.uint8
