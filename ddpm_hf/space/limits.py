@@ -4,9 +4,9 @@ MAX_IMAGES = 16
 STEP_RANGE = (1, 1000)
 SEED_RANGE = (0, 2**31 - 1)
 DEFAULT_VARIANCE = "fixed_small"  # σ_t² = β̃_t, the paper's choice
-VARIANCE_LABELS = {  # announced by meaning; the API name last
-    "fixed_small": "β̃ₜ: the true posterior's variance (fixed_small)",
-    "fixed_large": "βₜ: the forward step's variance (fixed_large)",
+VARIANCE_LABELS = {  # announced by meaning (the API takes the key)
+    "fixed_small": "β̃ₜ: the true posterior's variance",
+    "fixed_large": "βₜ: the forward step's variance",
 }
 # What the visitor is looking at, and its default step count: the step counts `python -m ddpm_hf.evaluate` compares
 # on models/ddpm-mnist (its card has the sweep). The paper's chain is the default, since showing it is the app's
