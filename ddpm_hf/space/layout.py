@@ -34,6 +34,7 @@ CSS = """
 .dark .picture, .dark .picture .image-container { background: transparent; }
 .black-canvas canvas { background: #000; }
 .picture [data-testid="block-label"] { max-width: calc(100% - 6.5rem); white-space: normal; height: auto; }
+.katex-display { overflow-x: auto; overflow-y: hidden; }
 """
 REFUSED = "-refused"  # an image editor's id + this: its hidden button, pressed when a file put on it is no image
 JS = """
