@@ -153,8 +153,8 @@ def check_config(cfg: TrainConfig) -> None:
         check_float("--snr_gamma", cfg.snr_gamma, 0, math.inf, **positive)
     check_choice("--lr_scheduler", cfg.lr_scheduler, LR_SCHEDULES)
     check_choice("--mixed_precision", cfg.mixed_precision, ("no", "fp16", "bf16"))
-    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", cfg.mixed_precision).lower()  # set by accelerate launch
-    if launched != cfg.mixed_precision:  # Accelerator would silently take the flag's value over the launcher's
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()  # set by accelerate launch ("no" unset)
+    if launched != "no" and launched != cfg.mixed_precision:  # Accelerator would silently take the flag's value
         raise ValueError(
             f"accelerate launch asks for mixed precision {launched} but --mixed_precision is {cfg.mixed_precision}: "
             f"give train_accelerate.py --mixed_precision {launched} (the script's flag decides)"

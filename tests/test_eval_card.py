@@ -170,12 +170,23 @@ def test_each_shipped_card_is_its_evaluation(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["ddpm-mnist", "ddpm-fashion-mnist"])
 def test_each_shipped_evaluation_reads_and_writes_back_unchanged(name, tmp_path):
-    """The typed result holds every number of the shipped eval.json, the older Fashion-MNIST one (no timestep
-    spacing, shared-strata bound) included: written back, the file is the same to the byte."""
+    """The typed result holds every number of the shipped eval.json: written back, the file is the same to the byte."""
     shipped = REPO / "models" / name / "eval.json"
     result = Evaluation.read(shipped)
     assert result.write(tmp_path / "eval.json").read_text() == shipped.read_text()
     assert result.generated.quality.fid == json.loads(shipped.read_text())["generated"]["fid"]
+
+
+def test_an_older_evaluation_reads_writes_back_and_names_its_estimator(tmp_path):
+    """An eval.json from before timestep spacing and the per-image bound (no ``timestep_spacing``, no
+    ``exact_timesteps``) still loads, writes back to the byte, and its bound is named as shared strata."""
+    from ddpm_hf.eval_report import bound_estimator
+
+    older = REPO / "tests" / "data" / "eval-shared-strata.json"
+    assert "timestep_spacing" not in json.loads(older.read_text())
+    result = Evaluation.read(older)
+    assert result.write(tmp_path / "eval.json").read_text() == older.read_text()
+    assert "shared" in bound_estimator(result.nll)
 
 
 def test_the_readme_shows_the_shipped_models_as_evaluated():

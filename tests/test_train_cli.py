@@ -283,3 +283,12 @@ def test_a_launcher_precision_that_the_flag_would_override_is_refused(tmp_path, 
     assert err.startswith("train_accelerate.py: error: accelerate launch asks for mixed precision bf16")
     assert "--mixed_precision is no" in err and "--mixed_precision bf16" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_script_flag_alone_sets_mixed_precision_under_a_plain_launch(monkeypatch):
+    """A plain `accelerate launch` sets ACCELERATE_MIXED_PRECISION=no; the script's --mixed_precision bf16 then decides
+    (the README's multi-GPU command), and is not refused."""
+    from ddpm_hf.train_config import TrainConfig, check_config
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    check_config(TrainConfig(max_train_steps=1, mixed_precision="bf16", output_dir="x"))
