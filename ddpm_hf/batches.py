@@ -25,6 +25,7 @@ class BatchPlan:
     T: int = 1000
     num_processes: int = 1
     accumulation_steps: int = 1
+    label_dropout: float = 0.0  # of a class-conditional run: the share of labels replaced by ∅
 
     @property
     def step_batch(self) -> int:
@@ -37,8 +38,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-def step_batch(data: torch.Tensor, step: int, plan: BatchPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Optimizer step ``step``'s whole batch: (x_0 in [-1, 1], ε, t), on the CPU.
+def step_batch(
+    data: torch.Tensor, step: int, plan: BatchPlan, labels: torch.Tensor | None = None, null: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """Optimizer step ``step``'s whole batch: (x_0 in [-1, 1], ε, t), on the CPU; with ``labels`` also y, each
+    replaced by ``null`` (∅) with probability ``plan.label_dropout`` (drawn after the rest, so x_0, ε and t are those
+    of the unconditional run).
 
     Epoch e visits the examples in the order ``randperm(N)`` seeded by (seed, e), in whole step batches.
     """
@@ -49,11 +54,23 @@ def step_batch(data: torch.Tensor, step: int, plan: BatchPlan) -> tuple[torch.Te
     images = image_data.augment(data[idx], plan.random_flip, g)
     timesteps = torch.randint(0, plan.T, (size,), generator=g)
     noise = torch.randn((size, *images.shape[1:]), generator=g)
-    return image_data.to_model_range(images), noise, timesteps
+    batch = (image_data.to_model_range(images), noise, timesteps)
+    if labels is None:
+        return batch
+    dropped = torch.rand(size, generator=g) < plan.label_dropout
+    return *batch, torch.where(dropped, null, labels[idx])
 
 
-def micro_batch(data: torch.Tensor, step: int, micro: int, process: int, plan: BatchPlan) -> tuple[torch.Tensor, ...]:
+def micro_batch(
+    data: torch.Tensor,
+    step: int,
+    micro: int,
+    process: int,
+    plan: BatchPlan,
+    labels: torch.Tensor | None = None,
+    null: int = 0,
+) -> tuple[torch.Tensor, ...]:
     """Process ``process``'s share of micro-step ``micro`` of optimizer step ``step``: rows [j·B, (j+1)·B) of the
     step batch with j = micro · processes + process, so the shares in (micro, process) order are the step batch."""
     lo = (micro * plan.num_processes + process) * plan.batch_size
-    return tuple(v[lo : lo + plan.batch_size] for v in step_batch(data, step, plan))
+    return tuple(v[lo : lo + plan.batch_size] for v in step_batch(data, step, plan, labels, null))

@@ -56,6 +56,14 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def float_list(text: str) -> tuple[float, ...]:
+    """Parse ``"0,1,2.5"`` into ``(0.0, 1.0, 2.5)``."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def str_list(text: str) -> tuple[str, ...]:
     """Parse ``"ddpm,ddim"`` into ``("ddpm", "ddim")``."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
@@ -67,7 +75,7 @@ def _flag_type(annotation) -> Callable[[str], Any]:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         annotation = args[0]
     if typing.get_origin(annotation) is tuple:
-        return int_list if typing.get_args(annotation)[0] is int else str_list
+        return {int: int_list, float: float_list}.get(typing.get_args(annotation)[0], str_list)
     return annotation if annotation in (int, float) else str
 
 

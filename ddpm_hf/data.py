@@ -46,12 +46,14 @@ class ImageDataset:
         labels: int64 tensor of shape (N,), or None for unlabeled data.
         name: "mnist", "fashion-mnist", or the folder / Hub dataset name.
         license: license identifier, e.g. "cc-by-sa-3.0"; "unknown" when not known.
+        class_names: the name of each label value (label i is ``class_names[i]``), or None.
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
     license: str
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -68,11 +70,26 @@ class BuiltIn:
     license: str
     hub_id: str  # the same data on the Hub, named in model cards
     title: str  # as people write it
+    class_names: tuple[str, ...]  # label i's name
 
 
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 BUILT_IN = {
-    "mnist": BuiltIn(data_sources.mnist, "cc-by-sa-3.0", "ylecun/mnist", "MNIST"),
-    "fashion-mnist": BuiltIn(data_sources.fashion_mnist, "mit", "zalando-datasets/fashion_mnist", "Fashion-MNIST"),
+    "mnist": BuiltIn(data_sources.mnist, "cc-by-sa-3.0", "ylecun/mnist", "MNIST", tuple("0123456789")),
+    "fashion-mnist": BuiltIn(
+        data_sources.fashion_mnist, "mit", "zalando-datasets/fashion_mnist", "Fashion-MNIST", FASHION_CLASSES
+    ),
 }
 
 
@@ -91,7 +108,8 @@ def load_dataset(name: str, split: Literal["train", "test"] = "train") -> ImageD
     if name not in BUILT_IN:
         raise DataError(f"dataset must be one of {', '.join(BUILT_IN)}, got {name!r}; use an image folder for others")
     images, labels = BUILT_IN[name].load(split)
-    return ImageDataset(images=images.clone(), labels=labels.clone(), name=name, license=BUILT_IN[name].license)
+    known = BUILT_IN[name]
+    return ImageDataset(images.clone(), labels.clone(), name, known.license, known.class_names)
 
 
 def load_test_sample(name: str) -> ImageDataset:
@@ -105,7 +123,7 @@ def load_test_sample(name: str) -> ImageDataset:
             raise
     with np.load(Path(__file__).parent / "assets" / f"{name}-test-256.npz", allow_pickle=False) as bundle:
         images, labels = torch.from_numpy(bundle["images"]), torch.from_numpy(bundle["labels"])
-    return ImageDataset(images=images, labels=labels, name=name, license=BUILT_IN[name].license)
+    return ImageDataset(images, labels, name, BUILT_IN[name].license, BUILT_IN[name].class_names)
 
 
 def fit_image(image: Image.Image, size: int, channels: Literal[1, 3]) -> torch.Tensor:
@@ -169,7 +187,9 @@ def _name_files(paths: list[Path]) -> str:
     return named + (f" and {extra} more" if extra > 0 else "")
 
 
-def load_image_folder(path: str | os.PathLike, resolution: int, channels: Literal[1, 3] | None = None) -> ImageDataset:
+def load_image_folder(
+    path: str | os.PathLike, resolution: int, channels: Literal[1, 3] | None = None, *, classes: bool = False
+) -> ImageDataset:
     """Load every image under a folder (recursively), resized and center-cropped to a square.
 
     Files ending in .png, .jpg, .jpeg, .bmp, .gif or .webp are read in sorted path order; unreadable ones are
@@ -179,9 +199,11 @@ def load_image_folder(path: str | os.PathLike, resolution: int, channels: Litera
         path: folder to walk.
         resolution: output side length; the shorter side is resized to it (bicubic), then center-cropped.
         channels: 1 (grayscale) or 3 (RGB); None picks 1 when every image is grayscale, else 3.
+        classes: label each image by its first-level subfolder (sorted names are classes 0, 1, ...), as
+            diffusers' and torchvision's image folders do; every image must then sit in a subfolder.
 
     Returns:
-        Unlabeled ImageDataset named after the folder, license "unknown".
+        ImageDataset named after the folder, license "unknown"; unlabeled unless ``classes``.
     """
     check_int("resolution", resolution, 1, 1 << 16)
     if channels not in (1, 3, None):
@@ -199,7 +221,17 @@ def load_image_folder(path: str | os.PathLike, resolution: int, channels: Litera
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root}: {_name_files(bad)}", stacklevel=2)
     images = fit_images((image for _, image in opened if image is not None), resolution, channels)
-    return ImageDataset(images=images, labels=None, name=root.resolve().name, license="unknown")
+    if not classes:
+        return ImageDataset(images=images, labels=None, name=root.resolve().name, license="unknown")
+    kept = [file.relative_to(root).parts for file, image in opened if image is not None]
+    loose = [Path(*parts) for parts in kept if len(parts) < 2]
+    if loose:
+        raise DataError(f"class-labelled image folder {root} has images outside a class subfolder, e.g. {loose[0]}")
+    names = tuple(sorted({parts[0] for parts in kept}))
+    if len(names) < 2:
+        raise DataError(f"class-labelled image folder {root} has {len(names)} class subfolder(s); it needs at least 2")
+    labels = torch.tensor([names.index(parts[0]) for parts in kept], dtype=torch.long)
+    return ImageDataset(images, labels, root.resolve().name, "unknown", names)
 
 
 def load_hub_dataset(

@@ -73,6 +73,37 @@ def models_table(results: dict[str, Evaluation]) -> list[str]:
     return lines
 
 
+def guidance_table(result: Evaluation) -> list[str]:
+    """A class-conditional model's guidance table as markdown lines: one row per w under the real reference."""
+    if not result.guidance:
+        return []
+    real = result.guidance_reference or {}
+    n = result.guidance[0].per_class
+    lines = [
+        (
+            f"Classifier-free guidance, {result.sampler} {result.steps} steps, {n} images per class (same seeds for "
+            "every w): agreement = share the classifier assigns to the class asked for; class-FID = classifier-FID of "
+            f"each class's samples against that class's test images, mean over classes; reference = {n} real training "
+            "images per class."
+        ),
+        "",
+        "| guidance w | agreement ↑ | confident share ↑ | class-FID ↓ | s / image | lowest class agreement |",
+        "|---|---|---|---|---|---|",
+    ]
+    if real:
+        lines.append(
+            f"| real reference | {real['agreement']:.3f} | {real['confident_share']:.3f} | {real['class_fid']:.2f} "
+            "| – | – |"
+        )
+    for g in result.guidance:
+        worst = min(range(len(g.class_agreement)), key=g.class_agreement.__getitem__)
+        lines.append(
+            f"| {g.guidance_scale:g} | {g.agreement:.3f} | {g.confident_share:.3f} | {g.class_fid:.2f} | "
+            f"{g.seconds_per_image:.3f} | class {worst}: {g.class_agreement[worst]:.2f} |"
+        )
+    return lines
+
+
 def bound_estimator(nll: BoundEstimate) -> str:
     """How the bound was estimated, in words: exact small-t terms plus per-image strata, or shared strata."""
     if nll.exact_timesteps is None:
@@ -132,6 +163,8 @@ def format_report(result: Evaluation) -> str:
             "",
             *sweep_table(result),
         ]
+    if result.guidance:
+        lines += ["", *guidance_table(result)]
     return "\n".join(lines)
 
 

@@ -84,6 +84,27 @@ class SampleScore:
 
 
 @dataclass(frozen=True)
+class GuidanceScore:
+    """One guidance scale's samples as the classifier sees them (``ddpm_hf.eval_guidance``): the share the classifier
+    assigns to the class asked for (overall and per class), the confident share, the mean class-FID, s / image."""
+
+    guidance_scale: float
+    per_class: int
+    agreement: float
+    confident_share: float
+    class_fid: float
+    seconds_per_image: float
+    class_agreement: tuple[float, ...]
+
+    @classmethod
+    def from_json(cls, obj: dict) -> GuidanceScore:
+        return cls(**{**obj, "class_agreement": tuple(obj["class_agreement"])})
+
+    def to_json(self) -> dict:
+        return {**self.__dict__, "class_agreement": list(self.class_agreement)}
+
+
+@dataclass(frozen=True)
 class BoundEstimate:
     """The variational bound in bits/dim over test images (``ddpm_hf.likelihood.estimate_bound``).
 
@@ -130,6 +151,8 @@ class Evaluation:
         nll_seconds: the bound's wall time, or None.
         generated: the main sample set (``sampler``, ``steps``); the sweep's entry when the sweep has it.
         history: lines on how the model came to be, for its card (only where someone added them to the file).
+        guidance: a class-conditional model's guidance table (``ddpm_hf.eval_guidance``), one entry per w.
+        guidance_reference: the same numbers for real training images (agreement, confident share, class-FID).
     """
 
     model: str
@@ -155,6 +178,8 @@ class Evaluation:
     nll_seconds: float | None
     generated: SampleScore
     history: tuple[str, ...] = ()
+    guidance: tuple[GuidanceScore, ...] = ()
+    guidance_reference: dict | None = None
 
     def scored(self) -> dict[tuple[str, int], SampleScore]:
         """Every scored sample set, the main one and the sweep's, by (sampler, steps)."""
@@ -174,6 +199,8 @@ class Evaluation:
             nll_seconds=obj["seconds"].get("nll"),
             generated=SampleScore.from_json(obj["generated"]),
             history=tuple(obj.get("history", ())),
+            guidance=tuple(GuidanceScore.from_json(entry) for entry in obj.get("guidance", ())),
+            guidance_reference=obj.get("guidance_reference"),
         )
 
     def to_json(self) -> dict:
@@ -188,6 +215,8 @@ class Evaluation:
             "seconds": {} if self.nll_seconds is None else {"nll": self.nll_seconds},
             "generated": self.generated.to_json(),
         }
+        if self.guidance:
+            obj |= {"guidance": [e.to_json() for e in self.guidance], "guidance_reference": self.guidance_reference}
         return obj | ({"history": list(self.history)} if self.history else {})
 
     @classmethod

@@ -26,7 +26,9 @@ import torch
 from .classifier import load_classifier, predict
 from .cli import build_parser, input_error, setting, shipped
 from .data import BUILT_IN, load_dataset, to_model_range, to_uint8
+from .eval_guidance import real_reference, score_guidance
 from .eval_result import SETTINGS, BoundEstimate, Evaluation, Quality, SampleScore
+from .guidance import check_guidance, is_conditional, num_classes
 from .likelihood import estimate_bound
 from .metrics import quality
 from .pipeline_io import load_pipeline
@@ -69,16 +71,31 @@ class EvalConfig:
     device: str = setting(
         help="torch device for the UNet (default: cuda when available)", default_factory=_default_device
     )
+    guidance_scales: tuple[float, ...] = setting(
+        (), "a class-conditional model: score classifier-free guidance at these w, e.g. 0,1,2,3,5"
+    )
+    per_class: int = setting(100, "images per class at each --guidance_scales entry")
     output_json: str | None = setting(None, "also write the results to this JSON file")
     plot: str | None = setting(None, "write a PNG of classifier-FID against network evaluations (with a sweep)")
 
 
 def generate(
-    unet, scheduler, num_samples: int, steps: int, seed: int, batch_size: int, *, sampler="ddpm", precision="float32"
+    unet,
+    scheduler,
+    num_samples: int,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    *,
+    sampler="ddpm",
+    precision="float32",
+    class_labels: list[int] | None = None,
+    guidance_scale: float | None = None,
 ):
     """Draw samples in batches, image i from ``Generator().manual_seed(seed + i)``, reporting progress to stderr.
     The network runs untimed (``autotune=False``: in its weights' memory format as loaded), so the scores do not
-    depend on which layout a machine's timing would pick.
+    depend on which layout a machine's timing would pick. A class-conditional model samples image i of
+    ``class_labels[i]`` with ``guidance_scale`` (no labels: unconditionally, ∅).
 
     Returns:
         (N, C, H, W) uint8 images (the samples rounded to 8 bits, as a saved PNG would hold them).
@@ -94,10 +111,14 @@ def generate(
                 where = f"[sample {sampler} steps={steps}] batch {b + 1}/{batches}: step {i + 1}/{steps}"
                 print(f"{where}, {elapsed:.0f} s, ~{eta:.0f} s left", file=sys.stderr, flush=True)
 
+        guide = {"guidance_scale": guidance_scale}
+        if class_labels is not None:
+            guide["class_labels"] = class_labels[start : start + size]
         images = sample(
             unet,
             scheduler,
             size,
+            **guide,
             seed=seed + start,
             num_inference_steps=steps,
             output_type="pt",
@@ -137,6 +158,9 @@ def check_eval_config(cfg: EvalConfig) -> None:
     check_int("num_samples", cfg.num_samples, 2, 10000)
     check_int("nll_images", cfg.nll_images, 0, 10000)
     check_int("batch_size", cfg.batch_size, 1, 10**6)
+    for w in cfg.guidance_scales:
+        check_guidance(w)
+    check_int("per_class", cfg.per_class, 2, 10000)
     if cfg.plot and not cfg.steps_sweep:
         raise ValueError("--plot draws the sweep: give --steps_sweep too")
 
@@ -203,6 +227,7 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
         for sampler in dict.fromkeys(cfg.samplers or (cfg.sampler,))
         for count in dict.fromkeys(cfg.steps_sweep)
     )
+    guidance, guidance_reference = _guidance(unet, scheduler, cfg, classifier_model, test, train)
     main = [e for e in sweep if (e.sampler, e.steps) == (cfg.sampler, cfg.steps)]
     settings = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in SETTINGS}
     return Evaluation(
@@ -215,7 +240,36 @@ def evaluate(cfg: EvalConfig) -> Evaluation:
         sweep=sweep,
         nll_seconds=nll_seconds,
         generated=main[0] if main else _score(unet, scheduler, cfg, cfg.sampler, cfg.steps, judge),
+        guidance=guidance,
+        guidance_reference=guidance_reference,
     )
+
+
+def _guidance(unet, scheduler, cfg: EvalConfig, classifier_model, test, train) -> tuple[tuple, dict | None]:
+    """The guidance table (``ddpm_hf.eval_guidance``) of a class-conditional model, when ``guidance_scales`` asks."""
+    if not cfg.guidance_scales:
+        return (), None
+    if not is_conditional(unet):
+        raise ValueError(f"--guidance_scales needs a class-conditional model; {cfg.model} has no class embedding")
+    reference, real = real_reference(classifier_model, test, train, cfg.per_class, cfg.seed)
+    options = {"sampler": cfg.sampler, "precision": cfg.precision}
+
+    def draw(labels, scale):
+        return generate(
+            unet,
+            scheduler,
+            len(labels),
+            cfg.steps,
+            cfg.seed,
+            cfg.batch_size,
+            **options,
+            class_labels=labels,
+            guidance_scale=scale,
+        )
+
+    k = num_classes(unet)
+    rows = tuple(score_guidance(draw, classifier_model, reference, w, k, cfg.per_class) for w in cfg.guidance_scales)
+    return rows, real
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from .cli import build_commands, input_error, setting
 from .data import BUILT_IN
-from .eval_report import bound_estimator, sweep_table
+from .eval_report import bound_estimator, guidance_table, sweep_table
 from .eval_result import Evaluation
 
 TRAINING_INFO = "training_info.json"
@@ -128,7 +128,38 @@ def _results_section(results: Evaluation, plot: str | None) -> str:
         ]
         if plot:
             lines += ["", f"![classifier-FID against network evaluations]({plot})"]
+    if results.guidance:
+        lines += ["", *guidance_table(results)]
     return "\n".join(lines) + "\n"
+
+
+def conditioning_section(conditioning: dict, repo: str) -> list[str]:
+    """A class-conditional model's classes, label dropout and default guidance, with the call that uses them."""
+    names = conditioning["class_names"]
+    w = conditioning["guidance_scale"]
+    return [
+        "## Classes and guidance",
+        "",
+        (
+            f"Class-conditional with classifier-free guidance (Ho & Salimans 2022): {len(names)} classes, "
+            f"{', '.join(f'{i} = {n}' for i, n in enumerate(names))}. During training "
+            f"{conditioning['label_dropout']:.0%} of the labels were dropped to ∅ (index {len(names)}), so the same "
+            "network is also the unconditional model. Each step uses ε(x, ∅) + w (ε(x, y) − ε(x, ∅)), both terms "
+            f"from one batched forward; the default w is {w:g} (0: unconditional, 1: plain conditional)."
+        ),
+        "",
+        "```python",
+        "from diffusers import DiffusionPipeline",
+        "",
+        "# the pipeline's code ships in pipeline_ddpm_guided.py",
+        f'pipe = DiffusionPipeline.from_pretrained("{repo}", trust_remote_code=True)',
+        (
+            f"images = pipe(class_labels=[{', '.join(str(i) for i in range(min(len(names), 4)))}], "
+            f"guidance_scale={w:g}, num_inference_steps=50).images"
+        ),
+        "```",
+        "",
+    ]
 
 
 def render_card(
@@ -189,6 +220,8 @@ def render_card(
     if grid:
         parts += [f"![samples]({grid})", ""]
     parts.append(USE.format(repo=repo_id or f"path/to/{name}"))
+    if info.get("conditioning"):
+        parts += conditioning_section(info["conditioning"], repo_id or f"path/to/{name}")
     if history:
         parts += ["## History", "", *[f"- {line}" for line in history], ""]
     run = info.get("run", {})

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .guidance import forward, label_tensor
 from .scheduling_ddpm_hf import DDPMHFScheduler
 
 LOG2 = math.log(2.0)
@@ -81,10 +82,14 @@ def vb_terms(
     return torch.where(t == 0, nll, kl).float()
 
 
-def vb_term_bpd(unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
-    """``vb_terms`` at x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε for this ``noise``, running the network once."""
+def vb_term_bpd(
+    unet, scheduler: DDPMHFScheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, class_labels=None
+):
+    """``vb_terms`` at x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε for this ``noise``, running the network once (a class-conditional
+    one given ``class_labels``, one per image, None entries ∅; no labels: ∅ for all, its unconditional model)."""
     x_t = scheduler.add_noise(x0, noise, t)
-    return vb_terms(scheduler, x0, x_t, t, unet(x_t, t).sample)
+    labels = label_tensor(unet, class_labels, x0.shape[0])
+    return vb_terms(scheduler, x0, x_t, t, forward(unet, x_t, t, labels))
 
 
 @dataclass
@@ -107,6 +112,7 @@ def variational_bound(
     x0: torch.Tensor,
     num_timesteps: int | None = None,
     generator: torch.Generator | None = None,
+    class_labels=None,
 ) -> BoundTerms:
     """The bound L (eq. 5) in bits/dim for a batch x_0 in [-1, 1] on the 8-bit grid.
 
@@ -117,6 +123,7 @@ def variational_bound(
         num_timesteps: None evaluates every t = 1..T-1 (exact sum); K draws one t from each of K equal strata of
             1..T-1 and weights each term by the stratum's size (an unbiased estimate of the sum).
         generator: seeds the noise ε of each term and the stratified timesteps.
+        class_labels: for a class-conditional UNet, the bound of x_0 given y: one class per image (None: ∅).
 
     Returns:
         ``BoundTerms`` with per-image tensors.
@@ -144,6 +151,7 @@ def variational_bound(
                         x0,
                         torch.full((batch,), int(t), device=device),
                         torch.randn(x0.shape, generator=generator).to(device),
+                        class_labels,
                     )
                     for t in timesteps
                 ],
@@ -157,6 +165,7 @@ def variational_bound(
             x0,
             torch.zeros(batch, dtype=torch.long, device=device),
             torch.randn(x0.shape, generator=generator).to(device),
+            class_labels,
         ).cpu()
         prior = prior_bpd(scheduler, x0).cpu()
     return BoundTerms(prior, decoder, timesteps, terms, prior + decoder + terms.sum(1), weights)
@@ -176,6 +185,7 @@ def estimate_bound(
     exact_timesteps: int = 50,
     num_timesteps: int = 50,
     generator: torch.Generator | None = None,
+    class_labels=None,
 ) -> torch.Tensor:
     """An unbiased per-image estimate of the bound L (eq. 5) in bits/dim whose spread across images is honest.
 
@@ -192,6 +202,8 @@ def estimate_bound(
         exact_timesteps: S, the number of small timesteps summed exactly (0..T-1; T-1 gives the exact sum).
         num_timesteps: K, the strata of the timesteps S+1..T-1 (≥ 1 while any remain).
         generator: seeds the noise of every term and the per-image timesteps.
+        class_labels: for a class-conditional UNet, the bound given y: one class per image (None entries and no
+            labels: ∅, the model's unconditional bound).
 
     Returns:
         (B,) float32 bits/dim.
@@ -208,7 +220,7 @@ def estimate_bound(
 
     def term(t: torch.Tensor) -> torch.Tensor:
         noise = torch.randn(x0.shape, generator=generator).to(device)
-        return vb_term_bpd(unet, scheduler, x0, t.to(device), noise).cpu()
+        return vb_term_bpd(unet, scheduler, x0, t.to(device), noise, class_labels).cpu()
 
     with torch.inference_mode():
         total = prior_bpd(scheduler, x0).cpu() + term(torch.zeros(batch, dtype=torch.long))

@@ -22,13 +22,17 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import DDPMPipeline, UNet2DModel
+from diffusers import DDPMPipeline, DiffusionPipeline, UNet2DModel
 
-from . import scheduling_ddpm_hf
+from . import pipeline_ddpm_guided, scheduling_ddpm_hf
+from .guidance import is_conditional
+from .pipeline_ddpm_guided import DDPMGuidedPipeline
 from .scheduling_ddpm_hf import DDPMHFScheduler
 
 SCHEDULER_MODULE = "scheduling_ddpm_hf"
+GUIDED_MODULE = "pipeline_ddpm_guided"  # a class-conditional folder's pipeline code, at its root
 PIPELINE_FILES = ("model_index.json", "unet", "scheduler")
+FLAT_FILES = ("config.json", "scheduler_config.json")  # the older one-folder layout (google/ddpm-* on the Hub)
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
@@ -72,8 +76,18 @@ def _move_in(new: Path, target: Path, old_dir: Path) -> None:
         new.rename(target)
 
 
-def save_pipeline(unet: UNet2DModel, scheduler: DDPMHFScheduler, path: str | os.PathLike) -> Path:
+def save_pipeline(
+    unet: UNet2DModel,
+    scheduler: DDPMHFScheduler,
+    path: str | os.PathLike,
+    *,
+    class_names: list[str] | None = None,
+    guidance_scale: float = 1.0,
+) -> Path:
     """Write a pipeline folder loadable with or without ``ddpm_hf`` (see the module docstring).
+
+    A class-conditional UNet gives a ``DDPMGuidedPipeline`` folder: its ``model_index.json`` names the pipeline
+    file it carries (``pipeline_ddpm_guided.py``) and records ``class_names`` and the default ``guidance_scale``.
 
     The new pipeline is written completely into a temporary folder beside the parts and flushed to disk; then
     ``unet/`` and ``scheduler/`` are each swapped with the old ones in one atomic step and ``model_index.json`` is
@@ -85,15 +99,22 @@ def save_pipeline(unet: UNet2DModel, scheduler: DDPMHFScheduler, path: str | os.
         unet: the ε-network (``UNet2DModel``); its weights are saved as safetensors.
         scheduler: the scheduler whose config is saved.
         path: the pipeline folder (created if missing).
+        class_names: a conditional UNet's class names (default "0", "1", ...).
+        guidance_scale: a conditional UNet's default guidance w.
 
     Returns:
         ``path`` as a ``Path``.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    conditional = is_conditional(unet)
     with tempfile.TemporaryDirectory(dir=path, prefix=".tmp-pipeline-") as tmp:
         new = Path(tmp, "new")
-        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(new, safe_serialization=True)
+        if conditional:
+            pipe = DDPMGuidedPipeline(unet, scheduler, class_names=class_names, guidance_scale=guidance_scale)
+        else:
+            pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
+        pipe.save_pretrained(new, safe_serialization=True)
         shutil.copyfile(scheduling_ddpm_hf.__file__, new / "scheduler" / (SCHEDULER_MODULE + ".py"))
         unet_config = new / "unet" / "config.json"  # named by its folder, not by the path it was loaded from here
         config = json.loads(unet_config.read_text()) | {"_name_or_path": path.name}
@@ -101,10 +122,15 @@ def save_pipeline(unet: UNet2DModel, scheduler: DDPMHFScheduler, path: str | os.
         index_file = new / "model_index.json"
         index = json.loads(index_file.read_text())
         index["scheduler"] = [SCHEDULER_MODULE, type(scheduler).__name__]
+        if conditional:
+            index["_class_name"] = [GUIDED_MODULE, DDPMGuidedPipeline.__name__]
+            shutil.copyfile(pipeline_ddpm_guided.__file__, new / (GUIDED_MODULE + ".py"))
         index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         fsync_tree(new)
         for name in ("unet", "scheduler"):
             _move_in(new / name, path / name, Path(tmp))
+        if conditional:
+            os.replace(new / (GUIDED_MODULE + ".py"), path / (GUIDED_MODULE + ".py"))
         os.replace(index_file, path / "model_index.json")  # last: a first save loads only once every part is there
         fsync_path(path)
     return path
@@ -118,8 +144,26 @@ def is_local(source: str) -> bool:
     )
 
 
-def load_pipeline(path_or_repo: str | os.PathLike, **kwargs) -> DDPMPipeline:
-    """Load a pipeline folder (local or a Hub repo id) as a ``DDPMPipeline`` with ``DDPMHFScheduler``.
+def _load_parts(source: str, flat: bool, kwargs: dict) -> tuple[UNet2DModel, DDPMHFScheduler]:
+    """The UNet (safetensors weights only) and the scheduler, from ``unet/`` and ``scheduler/``, or from the folder
+    itself in the flat layout that the paper's models on the Hub have (config.json, scheduler_config.json and the
+    weights side by side); a Hub repo is tried in the pipeline layout first."""
+    if not flat:
+        try:
+            unet = UNet2DModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kwargs)
+            return unet, DDPMHFScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
+        except OSError:
+            if is_local(source):
+                raise
+    unet = UNet2DModel.from_pretrained(source, use_safetensors=True, **kwargs)
+    return unet, DDPMHFScheduler.from_pretrained(source, **kwargs)
+
+
+def load_pipeline(path_or_repo: str | os.PathLike, **kwargs) -> DDPMPipeline | DDPMGuidedPipeline:
+    """Load a pipeline folder (local or a Hub repo id) as a ``DDPMPipeline`` with ``DDPMHFScheduler``; a
+    class-conditional folder as a ``DDPMGuidedPipeline`` with its class names and default guidance. The paper's own
+    models load too (``load_pipeline("google/ddpm-cifar10-32")``): their scheduler config (diffusers'
+    ``DDPMScheduler``: ``variance_type="fixed_large"``, ``clip_sample=True``) becomes this package's scheduler.
 
     Args:
         path_or_repo: a folder written by ``save_pipeline`` (or any DDPM pipeline folder), or a Hub repo id.
@@ -132,17 +176,23 @@ def load_pipeline(path_or_repo: str | os.PathLike, **kwargs) -> DDPMPipeline:
         ValueError: the path is missing, is not a pipeline folder, or its weights are unreadable.
     """
     source = str(path_or_repo)
+    flat = False
     if is_local(source):
         folder = Path(source).expanduser()
         if not folder.is_dir():
             raise ValueError(f"model {source}: no such folder")
+        flat = all((folder / name).is_file() for name in FLAT_FILES)
         missing = [name for name in PIPELINE_FILES if not (folder / name).exists()]
-        if missing:
+        if missing and not flat:
             raise ValueError(f"model {source} is not a pipeline folder: it lacks {', '.join(missing)}")
     try:
-        unet = UNet2DModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kwargs)
-        scheduler = DDPMHFScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
+        unet, scheduler = _load_parts(source, flat, kwargs)
+        index = DiffusionPipeline.load_config(source, **kwargs) if is_conditional(unet) else None
     except (OSError, ValueError) as e:  # diffusers reports a truncated safetensors file as an OSError too
         where = "folder" if Path(source).expanduser().is_dir() else "local folder or Hub repo"
         raise ValueError(f"model {source} ({where}) could not be loaded: {str(e).splitlines()[0]}") from None
-    return DDPMPipeline(unet=unet.eval().to(memory_format=torch.channels_last), scheduler=scheduler)
+    unet = unet.eval().to(memory_format=torch.channels_last)
+    if index is not None:
+        options = {k: index[k] for k in ("class_names", "guidance_scale") if k in index}
+        return DDPMGuidedPipeline(unet, scheduler, **options)
+    return DDPMPipeline(unet=unet, scheduler=scheduler)

@@ -15,9 +15,12 @@ Samplers (all built ``from_config`` of the model's scheduler, so they share its 
 default, starts a 1-step chain at t = 0. Precision: "float32", "bfloat16" or "float16" autocast for the network's
 forward (the scheduler's arithmetic is always float32), or "auto": bfloat16 on a CPU with native bfloat16
 instructions (AVX512-BF16 or AMX) and on CUDA devices that support it (else float16), float32 elsewhere.
+``DDPM_HF_NATIVE_BF16=1`` makes "auto" treat the CPU as having native bfloat16 (so a float32-only machine runs
+the bfloat16 path, slowly but the same), ``=0`` as lacking it (float32 everywhere); unset, the CPU is asked.
 """
 
 import contextlib
+import os
 from typing import Literal, get_args
 
 import torch
@@ -78,8 +81,15 @@ def with_variance(scheduler: DDPMHFScheduler, variance: str | None, **config) ->
     return DDPMHFScheduler.from_config(scheduler.config, **config)
 
 
+NATIVE_BF16_ENV = "DDPM_HF_NATIVE_BF16"
+
+
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX tiles), as torch detects them."""
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX tiles), as torch detects them, unless
+    ``DDPM_HF_NATIVE_BF16`` is "1" (treat as native) or "0" (treat as absent)."""
+    forced = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 

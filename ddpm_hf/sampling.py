@@ -21,6 +21,7 @@ from PIL import Image
 
 from . import speed
 from .data import to_uint8
+from .guidance import Labels, check_guidance, guided, label_tensor, null_label
 from .samplers import SAMPLERS, Precision, Sampler, Variance, autocast, make_sampler
 from .scheduling_ddpm_hf import DDPMHFScheduler, TimestepSpacing
 
@@ -120,6 +121,8 @@ def reverse_chain(
     timestep_spacing: TimestepSpacing | None = STRIDED_SPACING,
     autotune: bool | None = None,
     compile: bool | None = None,
+    class_labels: Labels = None,
+    guidance_scale: float | None = None,
 ) -> Iterator[ChainStep]:
     """Run the reverse chain from ``sample``, one ``ChainStep`` per step.
 
@@ -144,6 +147,10 @@ def reverse_chain(
             must repeat bit for bit; None: as ``DDPM_HF_AUTOTUNE`` says (on unless "0").
         compile: True: run the UNet through ``torch.compile`` (compiled at the first chain, tens of seconds);
             False: eager; None: compiled only if ``ddpm_hf.speed.compile_in_background`` has finished for it.
+        class_labels: for a class-conditional UNet, one class index per image (None entries: no class, ∅); None
+            samples unconditionally. A UNet without class embeddings refuses them (``ddpm_hf.guidance``).
+        guidance_scale: classifier-free guidance w (Ho & Salimans 2022): ε(x, ∅) + w (ε(x, y) − ε(x, ∅)), both
+            terms from one forward of a doubled batch; None or 1: the plain conditional ε(x, y); 0: ε(x, ∅).
 
     Yields:
         ``ChainStep`` per step; x_prev of the last one is the result.
@@ -151,12 +158,17 @@ def reverse_chain(
     chain, step_kwargs = make_sampler(scheduler, sampler, variance, timestep_spacing)
     timesteps = _chain_timesteps(chain, num_inference_steps, start_timestep, scheduler.config.num_train_timesteps)
     device = unet.device
+    labels = label_tensor(unet, class_labels, sample.shape[0])
+    check_guidance(guidance_scale)
     if known is not None:
         x0_known, mask = (v.to(device=device, dtype=torch.float32) for v in known)
         if x0_known.shape != sample.shape or torch.broadcast_shapes(mask.shape, sample.shape) != sample.shape:
             raise ValueError(f"known=(x0, mask) must match the sample's shape {tuple(sample.shape)}")
     # the UNet's memory format is held while the chain runs: a choice made meanwhile runs in it too
-    with speed.running(unet, sample.shape[0], precision, autotune=autotune, compile=compile) as (choice, network):
+    doubled = labels is not None and guidance_scale not in (None, 0, 1)
+    batch = sample.shape[0] * (2 if doubled else 1)
+    with speed.running(unet, batch, precision, autotune=autotune, compile=compile) as (choice, network):
+        network = guided(network, labels, null_label(unet), guidance_scale)
         x = sample.to(device=device, dtype=torch.float32).contiguous(memory_format=choice.memory_format)
         for index, t in enumerate(timesteps):
             prev_t = timesteps[index + 1] if index + 1 < len(timesteps) else -1
@@ -194,6 +206,8 @@ def sample(
     timestep_spacing: TimestepSpacing | None = STRIDED_SPACING,
     autotune: bool | None = None,
     compile: bool | None = None,
+    class_labels: Labels = None,
+    guidance_scale: float | None = None,
 ) -> SampleOutput:
     """Sample ``batch_size`` images from p_θ (consumes ``reverse_chain``).
 
@@ -216,6 +230,8 @@ def sample(
             rule, bit for bit repeatable; None: ``DDPM_HF_AUTOTUNE`` decides (on unless "0").
         compile: True: ``torch.compile`` the UNet (once, tens of seconds); False: eager; None: compiled if a
             background compile (``ddpm_hf.speed.compile_in_background``) has finished.
+        class_labels: one class index per image for a class-conditional UNet (None entries: ∅), or None.
+        guidance_scale: classifier-free guidance w; None or 1: plain conditional, 0: unconditional (``reverse_chain``).
 
     Returns:
         ``SampleOutput(images, trajectory)``.
@@ -231,6 +247,7 @@ def sample(
     x = initial_noise(unet, batch_size, generator)
     options = {"sampler": sampler, "variance": variance, "generator": generator, "precision": precision}
     options.update(timestep_spacing=timestep_spacing, autotune=autotune, compile=compile)
+    options.update(class_labels=class_labels, guidance_scale=guidance_scale)
     chain = reverse_chain(unet, scheduler, x, num_inference_steps=num_inference_steps, **options)
     trajectory = Trajectory() if capture_every else None
     step = None

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import UNet2DModel
 
+from .guidance import forward
 from .samplers import autocast, resolve_precision
 
 AUTOTUNE_ENV = "DDPM_HF_AUTOTUNE"
@@ -45,7 +46,7 @@ REPEATS = 2  # timed forwards per candidate, after one warm-up each; the fastest
 WARM_BATCHES = (2, 4, 8, 16)  # batch sizes of the compiling forwards; each range of sizes a graph serves has one
 TIMING_TIMESTEP = 500  # any t: the network's cost does not depend on it
 FORMAT_NAMES = {torch.contiguous_format: "NCHW", torch.channels_last: "channels_last"}
-Network = Callable[[torch.Tensor, int], torch.Tensor]
+Network = Callable[..., torch.Tensor]  # (x_t, t, class_labels=None) → ε_θ
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def time_candidates(
             with torch.inference_mode(), autocast(device, option.dtype):
                 _synchronize(device)
                 start = clock()
-                unet(inputs, TIMING_TIMESTEP)
+                forward(unet, inputs, TIMING_TIMESTEP)
                 _synchronize(device)
                 seconds = clock() - start
             if round_:
@@ -237,16 +238,19 @@ def describe(unet: UNet2DModel) -> str | None:
 def _compiled_network(module: torch.nn.Module) -> Network:
     """Call a compiled UNet with a dynamic batch dimension; batch 1 runs padded to 2 (size 1 is always specialised)."""
 
-    def forward(x: torch.Tensor, t: int) -> torch.Tensor:
+    def run(x: torch.Tensor, t: int, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         n = x.shape[0]
         if n == 1 or not x.is_inference():  # a chain's first x_t is a normal tensor, the rest inference tensors:
             padded = torch.cat([x, x]) if n == 1 else x.clone()  # one kind keeps one graph (dispatch keys are guarded)
         else:
             padded = x
         torch._dynamo.mark_dynamic(padded, 0)  # sizes >= 2 share the graph
-        return module(padded, torch.tensor(t, device=x.device)).sample[:n]
+        if class_labels is not None:
+            class_labels = torch.cat([class_labels, class_labels]) if n == 1 else class_labels.clone()
+            torch._dynamo.mark_dynamic(class_labels, 0)
+        return forward(module, padded, torch.tensor(t, device=x.device), class_labels)[:n]
 
-    return forward
+    return run
 
 
 def compile_unet(unet: UNet2DModel, choice: Choice, batch_size: int = 16) -> Network:
@@ -297,7 +301,7 @@ def network(unet: UNet2DModel, choice: Choice, compile: bool | None = None, batc
     ready = _compiled.get(unet) if compile is None else None
     if ready is not None and ready[0] == choice:
         return _compiled_network(ready[1])
-    return lambda x, t: unet(x, t).sample
+    return lambda x, t, class_labels=None: forward(unet, x, t, class_labels)
 
 
 @contextlib.contextmanager

@@ -68,6 +68,22 @@ class TrainConfig:
         "linear", "β schedule: linear (the paper), scaled_linear, squaredcos_cap_v2, sigmoid"
     )
     ddpm_num_inference_steps: int = setting(1000, "reverse steps for the sample grids")
+    class_conditional: bool = setting(
+        False,
+        "train a class-conditional model for classifier-free guidance: the dataset's labels (an image folder's "
+        "subfolders) feed a class embedding that starts at zero",
+    )
+    label_dropout: float = setting(
+        0.1, "with --class_conditional, the share of images trained without their label (∅)"
+    )
+    class_embedding_lr: float | None = setting(
+        None,
+        "with --class_conditional, the class embedding's own AdamW learning rate (default: --learning_rate); a new "
+        "embedding starts at zero and needs a larger one to catch up with warm-started weights",
+    )
+    guidance_scale: float = setting(
+        3.0, "with --class_conditional, the guidance w of the sample grids, recorded as the folder's default"
+    )
     model_preset: str = setting("small", "UNet size: tiny (tests) or small (2.7M parameters, 28x28 on a CPU)")
     model_config: str | None = setting(None, "a JSON file of UNet2DModel arguments (overrides --model_preset)")
     pretrained_model_name_or_path: str | None = setting(
@@ -149,6 +165,18 @@ def check_config(cfg: TrainConfig) -> None:
     check_float("--ema_max_decay", cfg.ema_max_decay, 0, 1)
     check_float("--ema_inv_gamma", cfg.ema_inv_gamma, 0, math.inf, **positive)
     check_float("--ema_power", cfg.ema_power, 0, math.inf, **positive)
+    check_float("--label_dropout", cfg.label_dropout, 0, 1, open_high=True)
+    check_float("--guidance_scale", cfg.guidance_scale, 0, 100)
+    if cfg.class_embedding_lr is not None:
+        check_float("--class_embedding_lr", cfg.class_embedding_lr, 0, math.inf, **positive)
+        if not cfg.class_conditional:
+            raise ValueError("--class_embedding_lr needs --class_conditional")
+    if cfg.class_conditional and cfg.dataset_name:
+        raise ValueError(
+            "--class_conditional takes --dataset or --train_data_dir (class subfolders), not --dataset_name"
+        )
+    if cfg.class_conditional and cfg.label_dropout == 0:
+        raise ValueError("--class_conditional needs --label_dropout > 0: guidance needs the model to learn ∅ too")
     if cfg.snr_gamma is not None:
         check_float("--snr_gamma", cfg.snr_gamma, 0, math.inf, **positive)
     check_choice("--lr_scheduler", cfg.lr_scheduler, LR_SCHEDULES)

@@ -33,15 +33,25 @@ def inference_unet(unet: UNet2DModel, ema) -> UNet2DModel:
 def save_outputs(state: TrainState) -> UNet2DModel:
     """Write the pipeline folder (EMA weights when EMA is on) into the run's folder; return the exported model."""
     model = inference_unet(state.model, state.ema)
-    save_pipeline(model.cpu(), state.scheduler, state.output_dir)
+    cfg, names = state.cfg, state.data.class_names
+    extra = {"class_names": list(names), "guidance_scale": cfg.guidance_scale} if cfg.class_conditional else {}
+    save_pipeline(model.cpu(), state.scheduler, state.output_dir, **extra)
     return model
 
 
 def save_sample_grid(state: TrainState, path: Path, model: UNet2DModel | None = None) -> Path:
-    """Sample 16 images with seed 0 (from ``model``, else the run's inference weights) into a 4×4 PNG grid."""
+    """Sample 16 images with seed 0 (from ``model``, else the run's inference weights) into a 4×4 PNG grid; a
+    class-conditional run's image i is of class i mod K, at its ``--guidance_scale``."""
     model = model or inference_unet(state.model, state.ema)
-    steps = state.cfg.ddpm_num_inference_steps
-    result = sample(model, state.scheduler, 16, seed=0, num_inference_steps=steps, output_type="pt")
+    cfg = state.cfg
+    guide = {}
+    if cfg.class_conditional:
+        guide = {
+            "class_labels": [i % len(state.data.class_names) for i in range(16)],
+            "guidance_scale": cfg.guidance_scale,
+        }
+    steps = cfg.ddpm_num_inference_steps
+    result = sample(model, state.scheduler, 16, seed=0, num_inference_steps=steps, output_type="pt", **guide)
     path.parent.mkdir(parents=True, exist_ok=True)
     make_grid(result.images, nrow=4).save(path)
     return path
@@ -90,6 +100,13 @@ def finish(state: TrainState, measured: dict) -> None:
         "license": state.data.license,
         "run": {**measured, "hardware": hardware(state.accelerator)},
     }
+    if cfg.class_conditional:
+        names = list(state.data.class_names)
+        info["conditioning"] = {
+            "class_names": names,
+            "label_dropout": cfg.label_dropout,
+            "guidance_scale": cfg.guidance_scale,
+        }
     (out / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n")
     write_model_card(out, info, repo_id=cfg.hub_model_id, grid=grid.name)
     if cfg.push_to_hub:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import data as image_data
 from .batches import BatchPlan, micro_batch
 from .checkpointing import list_checkpoints, load_checkpoint, remove_leftovers, resolve_checkpoint, save_checkpoint
+from .guidance import add_class_embedding, forward, is_conditional, null_label, num_classes
 from .hub import check_push_access
 from .models import build_unet
 from .scheduling_ddpm_hf import DDPMHFScheduler
@@ -39,8 +40,12 @@ from .train_state import TrainState
 __all__ = ["BatchPlan", "TrainConfig", "TrainState", "TrainingDiverged", "diffusion_loss", "prepare", "run", "train"]
 
 
-def diffusion_loss(unet, scheduler: DDPMHFScheduler, x0, noise, timesteps, *, snr_gamma: float | None = None):
+def diffusion_loss(
+    unet, scheduler: DDPMHFScheduler, x0, noise, timesteps, *, snr_gamma: float | None = None, class_labels=None
+):
     """L_simple = E‖target − model(x_t, t)‖² with x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (Ho et al. 2020, eq. 14).
+
+    A class-conditional model sees ``class_labels`` (∅ where dropped; all ∅ when None): model(x_t, t, y).
 
     The target is ε ("epsilon"), x_0 ("sample") or v = √ᾱ_t ε − √(1−ᾱ_t) x_0 ("v_prediction", Salimans & Ho 2022).
     With ``snr_gamma`` each image's error is weighted by min-SNR-γ (Hang et al. 2023), SNR_t = ᾱ_t / (1−ᾱ_t):
@@ -48,7 +53,7 @@ def diffusion_loss(unet, scheduler: DDPMHFScheduler, x0, noise, timesteps, *, sn
     target's error as an x_0 error by min(SNR, γ).
     """
     x_t = scheduler.add_noise(x0, noise, timesteps)
-    prediction = unet(x_t, timesteps).sample
+    prediction = forward(unet, x_t, timesteps, class_labels)
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         target = noise
@@ -65,8 +70,21 @@ def diffusion_loss(unet, scheduler: DDPMHFScheduler, x0, noise, timesteps, *, sn
     return (per_image * weight).mean()
 
 
-def init_unet(cfg: TrainConfig, channels: int) -> UNet2DModel:
-    """The UNet to train: a pipeline folder's UNet (warm start), or fresh weights that depend only on ``cfg.seed``."""
+def init_unet(cfg: TrainConfig, channels: int, classes: int = 0) -> UNet2DModel:
+    """The UNet to train: a pipeline folder's UNet (warm start), or fresh weights that depend only on ``cfg.seed``;
+    with ``classes`` (a class-conditional run) and a UNet without class embeddings, that UNet with a zero class
+    embedding added (``ddpm_hf.guidance.add_class_embedding``), so step 0 computes exactly what it did."""
+    unet = _start_unet(cfg, channels)
+    if not classes:
+        return unet
+    if not is_conditional(unet):
+        return add_class_embedding(unet, classes).train()
+    if num_classes(unet) != classes:
+        raise ValueError(f"--pretrained_model_name_or_path has {num_classes(unet)} classes; the data has {classes}")
+    return unet
+
+
+def _start_unet(cfg: TrainConfig, channels: int) -> UNet2DModel:
     if cfg.pretrained_model_name_or_path:
         try:
             unet = UNet2DModel.from_pretrained(
@@ -88,7 +106,7 @@ def init_unet(cfg: TrainConfig, channels: int) -> UNet2DModel:
 def load_training_data(cfg: TrainConfig) -> image_data.ImageDataset:
     """The training images, from exactly one of --train_data_dir, --dataset_name or --dataset."""
     if cfg.train_data_dir:
-        return image_data.load_image_folder(cfg.train_data_dir, cfg.resolution)
+        return image_data.load_image_folder(cfg.train_data_dir, cfg.resolution, classes=cfg.class_conditional)
     if cfg.dataset_name:
         return image_data.load_hub_dataset(cfg.dataset_name, cfg.resolution, image_column=cfg.image_column)
     data = image_data.load_dataset(cfg.dataset, "train")
@@ -126,7 +144,10 @@ def prepare(cfg: TrainConfig) -> TrainState:
     ``ValueError`` on bad input before anything is written."""
     check_config(cfg)
     data = load_training_data(cfg)
-    unet = init_unet(cfg, data.images.shape[1])
+    if cfg.class_conditional and (data.labels is None or data.class_names is None):
+        raise ValueError(f"--class_conditional needs labelled data; {data.name} has no class labels")
+    classes = len(data.class_names) if cfg.class_conditional else 0
+    unet = init_unet(cfg, data.images.shape[1], classes)
     scheduler = DDPMHFScheduler(
         num_train_timesteps=cfg.ddpm_num_steps,
         beta_schedule=cfg.ddpm_beta_schedule,
@@ -152,6 +173,7 @@ def prepare(cfg: TrainConfig) -> TrainState:
         cfg.ddpm_num_steps,
         accelerator.num_processes,
         cfg.gradient_accumulation_steps,
+        cfg.label_dropout if cfg.class_conditional else 0.0,
     )
     steps_per_epoch = data.images.shape[0] // plan.step_batch
     if steps_per_epoch < 1:
@@ -160,7 +182,7 @@ def prepare(cfg: TrainConfig) -> TrainState:
         )
     max_steps = cfg.max_train_steps if cfg.max_train_steps is not None else cfg.num_epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(
-        unet.parameters(),
+        parameter_groups(unet, cfg),
         lr=cfg.learning_rate,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         weight_decay=cfg.adam_weight_decay,
@@ -196,11 +218,22 @@ def prepare(cfg: TrainConfig) -> TrainState:
         plan=plan,
         max_steps=max_steps,
         resume=resume,
-        data_digest=hashlib.sha256(data.images.contiguous().numpy().tobytes()).hexdigest(),
+        data_digest=_digest(data, cfg.class_conditional),
     )
     if resume:
         state.step = load_checkpoint(state, resume)
     return state
+
+
+def parameter_groups(unet: UNet2DModel, cfg: TrainConfig) -> list[dict]:
+    """AdamW's parameter groups: every weight at ``--learning_rate``, the class embedding at ``--class_embedding_lr``
+    when one is given (the LR schedule scales both alike)."""
+    if cfg.class_embedding_lr is None or not is_conditional(unet):
+        return [{"params": list(unet.parameters())}]
+    embedding = list(unet.class_embedding.parameters())
+    ids = {id(p) for p in embedding}
+    rest = [p for p in unet.parameters() if id(p) not in ids]
+    return [{"params": rest}, {"params": embedding, "lr": cfg.class_embedding_lr}]
 
 
 def optimizer_step(state: TrainState, images: torch.Tensor) -> torch.Tensor:
@@ -214,12 +247,15 @@ def optimizer_step(state: TrainState, images: torch.Tensor) -> torch.Tensor:
         TrainingDiverged: the loss or the gradient norm is NaN or infinite.
     """
     accelerator, cfg, plan = state.accelerator, state.cfg, state.plan
+    labels = state.data.labels if cfg.class_conditional else None
     losses = []
     for k in range(plan.accumulation_steps):
-        batch = micro_batch(images, state.step, k, accelerator.process_index, plan)
-        x0, noise, t = (v.to(accelerator.device) for v in batch)
+        batch = micro_batch(images, state.step, k, accelerator.process_index, plan, labels, null_label(state.model))
+        x0, noise, t, *y = (v.to(accelerator.device) for v in batch)
         with accelerator.accumulate(state.unet):
-            loss = diffusion_loss(state.unet, state.scheduler, x0, noise, t, snr_gamma=cfg.snr_gamma)
+            loss = diffusion_loss(
+                state.unet, state.scheduler, x0, noise, t, snr_gamma=cfg.snr_gamma, class_labels=y[0] if y else None
+            )
             accelerator.backward(loss)
             losses.append(loss.detach())
             if accelerator.sync_gradients:
@@ -322,6 +358,14 @@ def periodic(state: TrainState, evaluator) -> None:
 def train(cfg: TrainConfig) -> Path:
     """Train with ``cfg``: ``run(prepare(cfg))``; returns the output folder."""
     return run(prepare(cfg))
+
+
+def _digest(data: image_data.ImageDataset, labelled: bool) -> str:
+    """sha256 of the training images' bytes, and of their labels in a class-conditional run."""
+    digest = hashlib.sha256(data.images.contiguous().numpy().tobytes())
+    if labelled:
+        digest.update(data.labels.numpy().astype("<i8").tobytes())
+    return digest.hexdigest()
 
 
 def _loggable(cfg: TrainConfig) -> dict:

@@ -41,12 +41,36 @@ def untimed():
 
 @pytest.fixture
 def native_bf16(monkeypatch):
-    monkeypatch.setattr(samplers, "cpu_has_native_bf16", lambda: True)
+    """Treat the CPU as having native bfloat16 (the setting a float32-only CI machine uses to run that path)."""
+    monkeypatch.setenv(samplers.NATIVE_BF16_ENV, "1")
 
 
 @pytest.fixture
 def no_native_bf16(monkeypatch):
-    monkeypatch.setattr(samplers, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setenv(samplers.NATIVE_BF16_ENV, "0")
+
+
+def test_the_native_bf16_setting_decides_what_auto_resolves_to(monkeypatch):
+    cpu = torch.device("cpu")
+    for value, expected in (("1", BF16), ("0", F32)):
+        monkeypatch.setenv(samplers.NATIVE_BF16_ENV, value)
+        assert samplers.resolve_precision("auto", cpu) == expected
+    monkeypatch.delenv(samplers.NATIVE_BF16_ENV)
+    detected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert samplers.resolve_precision("auto", cpu) == (BF16 if detected else F32)
+
+
+def test_the_bf16_path_runs_bf16_and_stays_near_float32(native_bf16):
+    """On any CPU: "auto" untimed runs the network in bfloat16, exactly as precision="bfloat16" does, and its
+    images stay within bfloat16's rounding of the float32 chain's (same seeds)."""
+    unet, scheduler = tiny_unet(), DDPMHFScheduler()
+    run = {"num_inference_steps": 10, "output_type": "pt", "autotune": False}
+    auto = sample(unet, scheduler, 4, seed=3, **run).images
+    assert speed.describe(unet).startswith("bfloat16")
+    bf16 = sample(unet, scheduler, 4, seed=3, precision="bfloat16", **run).images
+    f32 = sample(unet, scheduler, 4, seed=3, precision="float32", **run).images
+    assert torch.equal(auto, bf16)
+    assert 0 < (bf16 - f32).abs().mean() < 0.02  # it did run in bf16 (not identical), and it is close
 
 
 def test_candidates_meet_the_precision_asked_for(native_bf16):
@@ -186,13 +210,15 @@ def test_a_running_chain_holds_the_memory_format(no_native_bf16):
     assert after.measured and after.memory_format == NCHW and speed.weights_format(unet) == NCHW
 
 
-def test_the_apps_model_line_names_what_the_network_ran_as():
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_the_apps_model_line_names_what_the_network_ran_as(monkeypatch, native):
     """The Space's model line says how the last chain ran the network, once one has run."""
     from ddpm_hf.space.registry import Model
 
+    monkeypatch.setenv(samplers.NATIVE_BF16_ENV, native)
     unet = tiny_unet()
     model = Model("tiny", DDPMPipeline(unet=unet, scheduler=DDPMHFScheduler()), None)
     assert "running in" not in model.describe()
     sample(unet, DDPMHFScheduler(), 2, seed=0, num_inference_steps=2, output_type="pt", autotune=False)
     assert model.describe().endswith(f", the network running in {speed.describe(unet)}")
-    assert "float32" in speed.describe(unet)
+    assert speed.describe(unet).startswith("bfloat16" if native == "1" else "float32")
