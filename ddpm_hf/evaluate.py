@@ -20,7 +20,9 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from .classifier import load_classifier, predict
@@ -75,6 +77,9 @@ class EvalConfig:
         (), "a class-conditional model: score classifier-free guidance at these w, e.g. 0,1,2,3,5"
     )
     per_class: int = setting(100, "images per class at each --guidance_scales entry")
+    samples_dir: str | None = setting(
+        None, "also save each guidance set's images as uint8 guidance-w<w>.npy here (for other judges)"
+    )
     output_json: str | None = setting(None, "also write the results to this JSON file")
     plot: str | None = setting(None, "write a PNG of classifier-FID against network evaluations (with a sweep)")
 
@@ -255,7 +260,7 @@ def _guidance(unet, scheduler, cfg: EvalConfig, classifier_model, test, train) -
     options = {"sampler": cfg.sampler, "precision": cfg.precision}
 
     def draw(labels, scale):
-        return generate(
+        images = generate(
             unet,
             scheduler,
             len(labels),
@@ -266,6 +271,10 @@ def _guidance(unet, scheduler, cfg: EvalConfig, classifier_model, test, train) -
             class_labels=labels,
             guidance_scale=scale,
         )
+        if cfg.samples_dir:
+            Path(cfg.samples_dir).mkdir(parents=True, exist_ok=True)
+            np.save(Path(cfg.samples_dir, f"guidance-w{scale:g}.npy"), images.numpy())
+        return images
 
     k = num_classes(unet)
     rows = tuple(score_guidance(draw, classifier_model, reference, w, k, cfg.per_class) for w in cfg.guidance_scales)
