@@ -1,6 +1,6 @@
 """Train a DDPM with Accelerate: `accelerate launch train_accelerate.py --dataset mnist ...` or plain `python`.
 
-A thin CLI over ``ddpm_hf.training``: its flags are ``TrainConfig``'s fields (defaults and help text come from there).
+A thin CLI over ``ddpm_hf.training.loop``: its flags are ``TrainConfig``'s fields (defaults and help text come from there).
 Bad input found before training starts ends in a one-line error and exit code 2, before anything is written; a run
 whose loss or gradient stops being finite ends in a one-line error and exit code 1, its last checkpoint and pipeline
 folder intact; any other error during training keeps its traceback. ``--hub_token`` works but shows in the process
@@ -14,14 +14,14 @@ PROG = "train_accelerate.py"
 
 def build_parser():
     from ddpm_hf.cli import build_parser as parser_for
-    from ddpm_hf.training import TrainConfig
+    from ddpm_hf.training.loop import TrainConfig
 
     return parser_for(TrainConfig, PROG, __doc__.splitlines()[0])
 
 
 def main(argv: list[str] | None = None) -> int:
     from ddpm_hf.cli import input_error
-    from ddpm_hf.training import TrainConfig, TrainingDiverged, prepare, run
+    from ddpm_hf.training.loop import TrainConfig, TrainingDiverged, prepare, run
 
     args = build_parser().parse_args(argv)
     if args.hub_token:

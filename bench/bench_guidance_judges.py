@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm_hf.classifier import load_classifier, predict, train_classifier
 from ddpm_hf.data import load_dataset
+from ddpm_hf.evaluation.classifier import load_classifier, predict, train_classifier
 
 
 def knn_labels(images: torch.Tensor, train_images: torch.Tensor, train_labels: torch.Tensor, k: int = 3) -> np.ndarray:

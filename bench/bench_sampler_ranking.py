@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from ddpm_hf import load_pipeline
-from ddpm_hf.classifier import load_classifier, predict, train_classifier
 from ddpm_hf.data import load_dataset
-from ddpm_hf.evaluate import generate
-from ddpm_hf.metrics import confident_share, frechet_distance
+from ddpm_hf.evaluation.classifier import load_classifier, predict, train_classifier
+from ddpm_hf.evaluation.evaluate import generate
+from ddpm_hf.evaluation.metrics import confident_share, frechet_distance
 
 
 def kernel_distance(x: np.ndarray, y: np.ndarray, blocks: int = 10) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """Training speed on the CPU: images/s, peak RSS and the data path's share of a step, for the default model.
 
-Runs ``ddpm_hf.training.optimizer_step`` (the body of ``train``'s loop: data, forward, backward, clipping, AdamW) for
+Runs ``ddpm_hf.training.loop.optimizer_step`` (the body of ``train``'s loop: data, forward, backward, clipping, AdamW) for
 the "small" preset at 28x28 on MNIST, after a warm-up, and times the data path alone (``micro_batch``: the step's
 batch plus this process's slice) on the same steps. The EMA update, which the default run also
 does each step, is timed on its own.
@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from ddpm_hf.batches import micro_batch
-from ddpm_hf.training import TrainConfig, optimizer_step, prepare
+from ddpm_hf.training.batches import micro_batch
+from ddpm_hf.training.loop import TrainConfig, optimizer_step, prepare
 
 
 def peak_rss_mib() -> float:

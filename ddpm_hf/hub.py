@@ -21,8 +21,8 @@ from huggingface_hub.utils import validate_repo_id
 
 from .cli import build_commands, input_error, setting
 from .data import BUILT_IN
-from .eval_report import bound_estimator, guidance_table, sweep_table
-from .eval_result import Evaluation
+from .evaluation.report import bound_estimator, guidance_table, sweep_table
+from .evaluation.result import Evaluation
 
 TRAINING_INFO = "training_info.json"
 SAMPLE_GRID = "samples.png"  # 16 samples with seed 0, written at the end of training

@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm_hf import data, data_sources
+from ddpm_hf import data
 from ddpm_hf.data import DataError
+from ddpm_hf.data import sources as data_sources
 from ddpm_hf.validate import check_int
 
 FASHION_MNIST_MISSING = not data_sources._FASHION_MNIST_DIR.is_dir()

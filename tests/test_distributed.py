@@ -19,7 +19,7 @@ from accelerate.state import AcceleratorState, GradientState
 from conftest import write_image_folder
 from safetensors.torch import load_file
 
-from ddpm_hf.training import TrainConfig, init_unet, train
+from ddpm_hf.training.loop import TrainConfig, init_unet, train
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")

@@ -13,12 +13,13 @@ from conftest import tiny_unet
 from huggingface_hub import ModelCard
 from PIL import Image
 
-from ddpm_hf import evaluate, hub
-from ddpm_hf.eval_report import plot_fid_vs_nfe
-from ddpm_hf.eval_result import Evaluation
+from ddpm_hf import hub
+from ddpm_hf.evaluation import evaluate
+from ddpm_hf.evaluation.report import plot_fid_vs_nfe
+from ddpm_hf.evaluation.result import Evaluation
 from ddpm_hf.pipeline_io import save_pipeline
 from ddpm_hf.scheduling_ddpm_hf import DDPMHFScheduler
-from ddpm_hf.training import TrainConfig, train
+from ddpm_hf.training.loop import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = REPO / "models" / "ddpm-mnist"
@@ -180,7 +181,7 @@ def test_each_shipped_evaluation_reads_and_writes_back_unchanged(name, tmp_path)
 def test_an_older_evaluation_reads_writes_back_and_names_its_estimator(tmp_path):
     """An eval.json from before timestep spacing and the per-image bound (no ``timestep_spacing``, no
     ``exact_timesteps``) still loads, writes back to the byte, and its bound is named as shared strata."""
-    from ddpm_hf.eval_report import bound_estimator
+    from ddpm_hf.evaluation.report import bound_estimator
 
     older = REPO / "tests" / "data" / "eval-shared-strata.json"
     assert "timestep_spacing" not in json.loads(older.read_text())
@@ -191,6 +192,6 @@ def test_an_older_evaluation_reads_writes_back_and_names_its_estimator(tmp_path)
 
 def test_the_readme_shows_the_shipped_models_as_evaluated():
     """The README's table of the default models is what ``eval_report.readme_table`` renders from their eval.json."""
-    from ddpm_hf.eval_report import readme_table
+    from ddpm_hf.evaluation.report import readme_table
 
     assert readme_table(REPO / "models") in (REPO / "README.md").read_text()

@@ -11,11 +11,11 @@ import torch
 from conftest import tiny_unet
 from huggingface_hub import ModelCard
 
-from ddpm_hf import classifier, evaluate
-from ddpm_hf.classifier import Classifier, load_classifier, predict, random_shift, train_classifier
 from ddpm_hf.cli import build_parser
 from ddpm_hf.data import load_dataset
-from ddpm_hf.metrics import (
+from ddpm_hf.evaluation import classifier, evaluate
+from ddpm_hf.evaluation.classifier import Classifier, load_classifier, predict, random_shift, train_classifier
+from ddpm_hf.evaluation.metrics import (
     class_histogram,
     confident_share,
     frechet_distance,

@@ -14,12 +14,12 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from ddpm_hf import SAMPLERS, DDPMHFScheduler, estimate_bound, load_pipeline, sample, save_pipeline
-from ddpm_hf.batches import BatchPlan, step_batch
 from ddpm_hf.data import load_image_folder
-from ddpm_hf.eval_guidance import GuidanceScore, class_fid, score_guidance
+from ddpm_hf.evaluation.guidance_table import GuidanceScore, class_fid, score_guidance
 from ddpm_hf.guidance import add_class_embedding, forward, guided, label_tensor, null_label
 from ddpm_hf.pipeline_ddpm_guided import DDPMGuidedPipeline
-from ddpm_hf.training import TrainConfig, init_unet, train
+from ddpm_hf.training.batches import BatchPlan, step_batch
+from ddpm_hf.training.loop import TrainConfig, init_unet, train
 
 RUN = {"num_inference_steps": 4, "output_type": "pt", "autotune": False, "precision": "float32"}
 
@@ -216,7 +216,7 @@ def test_class_conditional_training_writes_a_guided_folder_and_card(tmp_path, fr
 
 
 def test_class_conditional_settings_are_refused_up_front(tmp_path):
-    from ddpm_hf.train_config import check_config
+    from ddpm_hf.training.config import check_config
 
     with pytest.raises(ValueError, match="--label_dropout"):
         check_config(TrainConfig(output_dir=str(tmp_path / "a"), max_train_steps=1, label_dropout=1.0))

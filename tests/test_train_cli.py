@@ -19,8 +19,8 @@ from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 
 import train_accelerate
-from ddpm_hf.train_config import check_config
-from ddpm_hf.training import TrainConfig
+from ddpm_hf.training.config import check_config
+from ddpm_hf.training.loop import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--model_preset", "tiny", "--train_batch_size", "8", "--max_train_steps", "2", "--logger", "none"]
@@ -263,12 +263,12 @@ def test_the_cli_and_the_config_share_every_default():
 
 
 def test_an_error_during_training_keeps_its_traceback(tmp_path, monkeypatch):
-    import ddpm_hf.training
+    import ddpm_hf.training.loop
 
     def fail(*args, **kwargs):
         raise ValueError("something broke mid-run")
 
-    monkeypatch.setattr(ddpm_hf.training, "optimizer_step", fail)
+    monkeypatch.setattr(ddpm_hf.training.loop, "optimizer_step", fail)
     folder = write_pngs(tmp_path / "imgs", 16)
     with pytest.raises(ValueError, match="something broke mid-run"):  # not turned into a one-line input error
         train_accelerate.main(FAST + ["--train_data_dir", str(folder), "--output_dir", str(tmp_path / "out")])
@@ -288,7 +288,7 @@ def test_a_launcher_precision_that_the_flag_would_override_is_refused(tmp_path, 
 def test_the_script_flag_alone_sets_mixed_precision_under_a_plain_launch(monkeypatch):
     """A plain `accelerate launch` sets ACCELERATE_MIXED_PRECISION=no; the script's --mixed_precision bf16 then decides
     (the README's multi-GPU command), and is not refused."""
-    from ddpm_hf.train_config import TrainConfig, check_config
+    from ddpm_hf.training.config import TrainConfig, check_config
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     check_config(TrainConfig(max_train_steps=1, mixed_precision="bf16", output_dir="x"))

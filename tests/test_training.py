@@ -21,9 +21,9 @@ from conftest import write_image_folder
 from safetensors.torch import load_file
 
 import train_accelerate
-from ddpm_hf.batches import BatchPlan, micro_batch, step_batch
-from ddpm_hf.checkpointing import EMA_FILE, STATE_FILE, list_checkpoints
-from ddpm_hf.training import TrainConfig, train
+from ddpm_hf.training.batches import BatchPlan, micro_batch, step_batch
+from ddpm_hf.training.checkpoints import EMA_FILE, STATE_FILE, list_checkpoints
+from ddpm_hf.training.loop import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"

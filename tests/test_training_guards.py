@@ -24,9 +24,9 @@ from test_training import (
 )
 
 import train_accelerate
-from ddpm_hf import training
-from ddpm_hf.checkpointing import EMA_FILE, STATE_FILE, list_checkpoints
-from ddpm_hf.training import prepare, train
+from ddpm_hf.training import loop as training
+from ddpm_hf.training.checkpoints import EMA_FILE, STATE_FILE, list_checkpoints
+from ddpm_hf.training.loop import prepare, train
 
 __all__ = ["finished_run", "fresh_accelerate_state"]  # fixtures shared with test_training
 

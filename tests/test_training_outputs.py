@@ -14,11 +14,11 @@ import yaml
 from PIL import Image
 from test_training import UNET_FILE, assert_same_tensors, finished_run, fresh_accelerate_state, tiny_config, weights
 
-from ddpm_hf.checkpointing import EMA_FILE
 from ddpm_hf.data import ImageDataset
 from ddpm_hf.hub import card_recipe, write_model_card
 from ddpm_hf.pipeline_io import load_pipeline
-from ddpm_hf.training import train
+from ddpm_hf.training.checkpoints import EMA_FILE
+from ddpm_hf.training.loop import train
 
 __all__ = ["finished_run", "fresh_accelerate_state"]  # fixtures shared with test_training
 

@@ -15,13 +15,13 @@ from conftest import write_image_folder
 from safetensors.torch import load_file
 from test_training import UNET_FILE, tiny_config
 
-from ddpm_hf import train_eval
-from ddpm_hf.batches import step_batch
-from ddpm_hf.checkpointing import EMA_FILE, list_checkpoints
 from ddpm_hf.cli import SHIPPED_MODELS
 from ddpm_hf.scheduling_ddpm_hf import DDPMHFScheduler
-from ddpm_hf.train_eval import EVAL_LOG
-from ddpm_hf.training import diffusion_loss, optimizer_step, prepare, run, train
+from ddpm_hf.training import periodic_eval as train_eval
+from ddpm_hf.training.batches import step_batch
+from ddpm_hf.training.checkpoints import EMA_FILE, list_checkpoints
+from ddpm_hf.training.loop import diffusion_loss, optimizer_step, prepare, run, train
+from ddpm_hf.training.periodic_eval import EVAL_LOG
 
 
 @pytest.fixture(autouse=True)

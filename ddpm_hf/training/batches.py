@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import data as image_data
+from .. import data as image_data
 
 
 @dataclass(frozen=True)

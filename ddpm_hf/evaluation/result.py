@@ -35,7 +35,7 @@ LATER_KEYS = frozenset({"nll_exact_timesteps", "timestep_spacing"})
 
 @dataclass(frozen=True)
 class Quality:
-    """A set of images as the dataset's classifier sees it (``ddpm_hf.metrics.quality``).
+    """A set of images as the dataset's classifier sees it (``ddpm_hf.evaluation.metrics.quality``).
 
     Attributes:
         fid: classifier-FID against the test images.
@@ -85,7 +85,7 @@ class SampleScore:
 
 @dataclass(frozen=True)
 class GuidanceScore:
-    """One guidance scale's samples as the classifier sees them (``ddpm_hf.eval_guidance``): the share the classifier
+    """One guidance scale's samples as the classifier sees them (``ddpm_hf.evaluation.guidance_table``): the share the classifier
     assigns to the class asked for (overall and per class), the confident share, the mean class-FID, s / image."""
 
     guidance_scale: float
@@ -151,7 +151,7 @@ class Evaluation:
         nll_seconds: the bound's wall time, or None.
         generated: the main sample set (``sampler``, ``steps``); the sweep's entry when the sweep has it.
         history: lines on how the model came to be, for its card (only where someone added them to the file).
-        guidance: a class-conditional model's guidance table (``ddpm_hf.eval_guidance``), one entry per w.
+        guidance: a class-conditional model's guidance table (``ddpm_hf.evaluation.guidance_table``), one entry per w.
         guidance_reference: the same numbers for real training images (agreement, confident share, class-FID).
     """
 

@@ -1,7 +1,7 @@
 """Training ε_θ with L_simple (Ho et al. 2020, Algorithm 1, eq. 14) under Accelerate, from one CPU to many GPUs.
 
 Determinism is by construction, not by saved RNG state: each optimizer step's batch is a pure function of (seed,
-step) (``ddpm_hf.batches``), so a resumed run, several processes and accumulated micro-steps all see what one
+step) (``ddpm_hf.training.batches``), so a resumed run, several processes and accumulated micro-steps all see what one
 uninterrupted process sees.
 
 ``prepare`` checks the settings (Hub access included), loads the data and restores a checkpoint into a ``TrainState``
@@ -26,16 +26,16 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
-from . import data as image_data
+from .. import data as image_data
+from ..guidance import add_class_embedding, forward, is_conditional, null_label, num_classes
+from ..hub import check_push_access
+from ..models import build_unet
+from ..scheduling_ddpm_hf import DDPMHFScheduler
 from .batches import BatchPlan, micro_batch
-from .checkpointing import list_checkpoints, load_checkpoint, remove_leftovers, resolve_checkpoint, save_checkpoint
-from .guidance import add_class_embedding, forward, is_conditional, null_label, num_classes
-from .hub import check_push_access
-from .models import build_unet
-from .scheduling_ddpm_hf import DDPMHFScheduler
-from .train_config import TrainConfig, check_config
-from .train_outputs import finish, log_image, save_outputs, save_sample_grid, summary_lines
-from .train_state import TrainState
+from .checkpoints import list_checkpoints, load_checkpoint, remove_leftovers, resolve_checkpoint, save_checkpoint
+from .config import TrainConfig, check_config
+from .outputs import finish, log_image, save_outputs, save_sample_grid, summary_lines
+from .state import TrainState
 
 __all__ = ["BatchPlan", "TrainConfig", "TrainState", "TrainingDiverged", "diffusion_loss", "prepare", "run", "train"]
 
@@ -300,7 +300,7 @@ def run(state: TrainState) -> Path:
     accelerator.print("\n".join(summary_lines(state)))
     evaluator = None
     if cfg.eval_steps and accelerator.is_main_process:
-        from .train_eval import PeriodicEval  # loads the classifier and test split only when asked
+        from .periodic_eval import PeriodicEval  # loads the classifier and test split only when asked
 
         evaluator = PeriodicEval(
             cfg.eval_classifier,

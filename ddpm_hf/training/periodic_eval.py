@@ -2,7 +2,7 @@
 
 Every ``eval_steps`` steps, ``eval_num_samples`` images are sampled with ``eval_inference_steps`` DDPM steps from the
 weights the run would export (EMA when on), and scored against as many test images: classifier-FID, classifier
-Inception Score and confident share (``ddpm_hf.metrics``). The numbers go to the tracker beside the loss and, one JSON
+Inception Score and confident share (``ddpm_hf.evaluation.metrics``). The numbers go to the tracker beside the loss and, one JSON
 line per evaluation, to ``<output_dir>/eval_log.jsonl``. At small N the FID is biased upwards; compare runs at the
 same N, and use ``python -m ddpm_hf.evaluate`` for the final numbers.
 """
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from .classifier import load_classifier, predict
-from .data import load_dataset
-from .evaluate import generate
-from .metrics import quality
-from .train_outputs import inference_unet
-from .train_state import TrainState
+from ..data import load_dataset
+from ..evaluation.classifier import load_classifier, predict
+from ..evaluation.evaluate import generate
+from ..evaluation.metrics import quality
+from .outputs import inference_unet
+from .state import TrainState
 
 EVAL_LOG = "eval_log.jsonl"
 

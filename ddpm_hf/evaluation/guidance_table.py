@@ -20,10 +20,10 @@ import time
 import numpy as np
 import torch
 
+from ..data import ImageDataset
 from .classifier import predict
-from .data import ImageDataset
-from .eval_result import GuidanceScore
 from .metrics import confident_share, frechet_distance
+from .result import GuidanceScore
 
 
 def requested_classes(num_classes: int, per_class: int) -> list[int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .eval_result import BoundEstimate, Evaluation, Quality
+from .result import BoundEstimate, Evaluation, Quality
 
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
 

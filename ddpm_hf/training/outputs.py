@@ -14,11 +14,11 @@ import torch
 from diffusers import UNet2DModel
 from PIL import Image
 
-from .hub import SAMPLE_GRID, TRAINING_INFO, card_recipe, push_to_hub, write_model_card
-from .pictures import make_grid
-from .pipeline_io import save_pipeline
-from .sampling import sample
-from .train_state import TrainState
+from ..hub import SAMPLE_GRID, TRAINING_INFO, card_recipe, push_to_hub, write_model_card
+from ..pictures import make_grid
+from ..pipeline_io import save_pipeline
+from ..sampling import sample
+from .state import TrainState
 
 
 def inference_unet(unet: UNet2DModel, ema) -> UNet2DModel:

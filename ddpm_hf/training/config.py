@@ -12,10 +12,10 @@ from typing import get_args
 
 from huggingface_hub import get_token
 
-from .cli import setting, shipped
-from .data import BUILT_IN
-from .scheduling_ddpm_hf import PredictionType
-from .validate import check_choice, check_float, check_int
+from ..cli import setting, shipped
+from ..data import BUILT_IN
+from ..scheduling_ddpm_hf import PredictionType
+from ..validate import check_choice, check_float, check_int
 
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 

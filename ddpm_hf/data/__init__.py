@@ -4,7 +4,7 @@ The model sees ``to_model_range(images)`` in [-1, 1] (Ho et al. 2020, sec. 3.3);
 8-bit pixels, for saved samples, grids, the app's pictures and the images evaluation scores.
 ``fit_image`` is the one resize path (shorter side to the target, bicubic, centre crop) for training images, image
 folders, Hub datasets and the app's uploads. MNIST and Fashion-MNIST are read from hash-pinned local files
-(``ddpm_hf.data_sources``); the Hub path needs the optional ``datasets`` package.
+(``ddpm_hf.data.sources``); the Hub path needs the optional ``datasets`` package.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import data_sources
-from .data_sources import DataError
-from .validate import check_int
+from ..validate import check_int
+from . import sources as data_sources
+from .sources import DataError
 
 __all__ = [
     "DataError",
@@ -121,7 +121,7 @@ def load_test_sample(name: str) -> ImageDataset:
     except DataError:
         if name not in BUILT_IN:
             raise
-    with np.load(Path(__file__).parent / "assets" / f"{name}-test-256.npz", allow_pickle=False) as bundle:
+    with np.load(Path(__file__).parent.parent / "assets" / f"{name}-test-256.npz", allow_pickle=False) as bundle:
         images, labels = torch.from_numpy(bundle["images"]), torch.from_numpy(bundle["labels"])
     return ImageDataset(images, labels, name, BUILT_IN[name].license, BUILT_IN[name].class_names)
 

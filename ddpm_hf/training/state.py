@@ -1,7 +1,7 @@
 """The state of one training run, one typed object that checkpointing, export and evaluation take as their argument.
 
-``ddpm_hf.training.prepare`` builds it; the loop advances ``step``; ``ddpm_hf.checkpointing`` saves and restores it;
-``ddpm_hf.train_outputs`` exports the pipeline from it.
+``ddpm_hf.training.loop.prepare`` builds it; the loop advances ``step``; ``ddpm_hf.training.checkpoints`` saves and restores it;
+``ddpm_hf.training.outputs`` exports the pipeline from it.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from accelerate import Accelerator
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
+from ..data import ImageDataset
+from ..scheduling_ddpm_hf import DDPMHFScheduler
 from .batches import BatchPlan
-from .data import ImageDataset
-from .scheduling_ddpm_hf import DDPMHFScheduler
-from .train_config import TrainConfig
+from .config import TrainConfig
 
 
 @dataclass
@@ -67,7 +67,7 @@ class TrainState:
 # What a resumed run may change; every other setting defines the run, and a checkpoint refuses to resume under
 # another value. The training data, the UNet and the global batch are compared by what they are (the images' bytes,
 # the UNet's configuration, the images per optimizer step), not by the flags that chose them, so a moved image folder
-# or 2 processes × batch 32 in place of 1 × 64 still resume exactly (``ddpm_hf.batches``). The learning rate, its
+# or 2 processes × batch 32 in place of 1 × 64 still resume exactly (``ddpm_hf.training.batches``). The learning rate, its
 # schedule and AdamW's settings define the run too: a checkpoint restores them, so a new value would be ignored.
 MAY_CHANGE = frozenset(
     {

@@ -6,7 +6,7 @@ are flushed to disk (fsync), and only then is it renamed into place and older ch
 ``kill -9`` or a power cut) never leaves a ``checkpoint-*`` that looks complete but is not, and never loses the last
 complete one. The next run deletes the ``.tmp-*`` leftovers. EMA weights are stored by parameter name.
 ``training_state.json`` holds the step, the LR schedule's position and the run definition
-(``ddpm_hf.train_state.run_definition``): a resume under settings that define another run is refused by name, and a
+(``ddpm_hf.training.state.run_definition``): a resume under settings that define another run is refused by name, and a
 checkpoint without a definition (written by an older version) resumes with a warning that it could not be checked;
 one whose EMA weights are stored by position (``shadow.<i>``, the first versions) is refused with a message that says
 so, as their order cannot be checked against the model.
@@ -26,8 +26,8 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .pipeline_io import fsync_path, fsync_tree
-from .train_state import TrainState, check_resume, run_definition
+from ..pipeline_io import fsync_path, fsync_tree
+from .state import TrainState, check_resume, run_definition
 
 STATE_FILE = "training_state.json"
 EMA_FILE = "ema_model.safetensors"
