@@ -21,7 +21,7 @@ from hub_emulator import HubEmulator
 from huggingface_hub.utils import filter_repo_objects
 from test_training import train_command
 
-from ddpm_hf.classifier import load_classifier
+from ddpm_hf.evaluation.classifier import load_classifier
 from ddpm_hf.hub import PUSH_ALLOW
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def test_push_then_download_then_load_offline(tmp_path, lfs_mode, env, extra):
 
 LOAD_CLASSIFIER = r"""
 import json, sys, torch
-from ddpm_hf.classifier import load_classifier
+from ddpm_hf.evaluation.classifier import load_classifier
 model = load_classifier(sys.argv[1])
 x = torch.linspace(-1, 1, 2 * 28 * 28).view(2, 1, 28, 28)
 print(json.dumps({"dataset": model.config["dataset"], "logits": model(x).tolist()}))
