@@ -100,15 +100,15 @@ def _results_section(results: Evaluation, plot: str | None) -> str:
         "",
         (
             f"`python -m ddpm_hf.evaluate` on {results.dataset} (classifier "
-            f"`{Path(results.classifier).name}`, seed {results.seed}); the real floor scores {results.num_samples}"
+            f"`{Path(results.classifier).name}`, seed {results.seed}); the real reference scores {results.num_samples}"
             " training images against the test images."
         ),
         "",
-        "| metric | this model | real floor |",
+        "| metric | this model | real reference |",
         "|---|---|---|",
     ]
     for _, name, key, value in eval_metrics(results):
-        if key == "nll":  # the bound has no real floor; its standard error stands beside it
+        if key == "nll":  # the bound has no real reference; its standard error stands beside it
             nll = results.nll
             spread = (
                 f"± {nll.standard_error:.4f} (standard error; {nll.num_images} test images, {bound_estimator(nll)})"
@@ -133,6 +133,13 @@ def _results_section(results: Evaluation, plot: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _class_list(names: list[str]) -> str:
+    """ "0 = T-shirt/top, 1 = Trouser, …", or "0 to 9" when each class is named by its index."""
+    if names == [str(i) for i in range(len(names))]:
+        return f"named by their index, 0 to {len(names) - 1}"
+    return ", ".join(f"{i} = {name}" for i, name in enumerate(names))
+
+
 def conditioning_section(conditioning: dict, repo: str) -> list[str]:
     """A class-conditional model's classes, label dropout and default guidance, with the call that uses them."""
     names = conditioning["class_names"]
@@ -142,7 +149,7 @@ def conditioning_section(conditioning: dict, repo: str) -> list[str]:
         "",
         (
             f"Class-conditional with classifier-free guidance (Ho & Salimans 2022): {len(names)} classes, "
-            f"{', '.join(f'{i} = {n}' for i, n in enumerate(names))}. During training "
+            f"{_class_list(names)}. During training "
             f"{conditioning['label_dropout']:.0%} of the labels were dropped to ∅ (index {len(names)}), so the same "
             "network is also the unconditional model. Each step uses ε(x, ∅) + w (ε(x, y) − ε(x, ∅)), both terms "
             f"from one batched forward; the default w is {w:g} (0: unconditional, 1: plain conditional)."
@@ -204,7 +211,8 @@ def render_card(
         pipeline_tag=TASK,
         license=license_id if license_id != "unknown" else "other",
         datasets=[dataset_id] if dataset_id else None,
-        tags=["ddpm", "diffusers", TASK, "ddpm-hf", dataset],
+        tags=["ddpm", "diffusers", TASK, "ddpm-hf", dataset]
+        + (["class-conditional"] if info.get("conditioning") else []),
         model_name=name if results else None,
         eval_results=results or None,
     )

@@ -26,7 +26,7 @@ from ddpm_hf.pipeline_io import save_pipeline
 from ddpm_hf.scheduling_ddpm_hf import DDPMHFScheduler
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "mnist-classifier"
-ROWS = ("bits/dim", "classifier-FID", "Inception Score", "confident share", "class histogram", "real floor")
+ROWS = ("bits/dim", "classifier-FID", "Inception Score", "confident share", "class histogram", "real reference")
 
 
 # --- metric functions -------------------------------------------------------------------------------------------

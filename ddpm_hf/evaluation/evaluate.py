@@ -5,7 +5,7 @@
   (unbiased). The standard error is across images and includes the timestep draw.
 - Sample quality, judged by the dataset's classifier (``ddpm_hf.classifier``) in place of an ImageNet network
   (``ddpm_hf.evaluation.metrics``): classifier-FID, classifier Inception Score and confident share. A train subset against the
-  test images gives the real-vs-real floor of each number at the same N.
+  test images gives the real-vs-real reference of each number at the same N.
 - Quality against cost: ``--samplers ddpm,ddim,dpm++ --steps_sweep 10,20,50,...`` scores every (sampler, steps)
   pair with the same seeds, with the wall time per image and the network evaluations (NFE); ``--plot`` draws
   classifier-FID against NFE.

@@ -25,12 +25,12 @@ def _quality_rows(columns: list[tuple[str, Quality]]) -> list[str]:
 
 
 def sweep_table(result: Evaluation) -> list[str]:
-    """The sweep as markdown table lines: one row per (sampler, steps) under the real floor's row."""
+    """The sweep as markdown table lines: one row per (sampler, steps) under the real reference's row."""
     floor = result.train_floor
     lines = [
         "| sampler | steps (NFE) | classifier-FID ↓ | classifier IS ↑ | confident share ↑ | s / image |",
         "|---|---|---|---|---|---|",
-        f"| real floor | – | {floor.fid:.3f} | {floor.inception_score:.3f} | {floor.confident_share:.3f} | – |",
+        f"| real reference | – | {floor.fid:.3f} | {floor.inception_score:.3f} | {floor.confident_share:.3f} | – |",
     ]
     for e in result.sweep:
         lines.append(
@@ -42,8 +42,8 @@ def sweep_table(result: Evaluation) -> list[str]:
 
 def models_table(results: dict[str, Evaluation]) -> list[str]:
     """The default models side by side, as the README shows them: one column per model (name → its eval.json),
-    rows for the bound and for each scored sampler (classifier-FID with its ratio to the real floor, IS, confident
-    share), then the real floor."""
+    rows for the bound and for each scored sampler (classifier-FID with its ratio to the real reference, IS, confident
+    share), then the real reference."""
     scored = {name: {key: score.quality for key, score in r.scored().items()} for name, r in results.items()}
     lines = ["| | " + " | ".join(f"`{name}`" for name in results) + " |", "|---" * (len(results) + 1) + "|"]
 
@@ -57,15 +57,15 @@ def models_table(results: dict[str, Evaluation]) -> list[str]:
         return f"{q.fid:.1f} ({ratio:.2f}×) / {q.inception_score:.2f} / {q.confident_share:.3f}"
 
     row("N samples; timesteps", lambda name, r: f"{r.num_samples}; {r.timestep_spacing or 'leading'}")
-    row("NLL bound, bits/dim ↓", lambda name, r: f"{r.nll.mean:.3f} ± {r.nll.standard_error:.3f}")
-    row("bound estimator", lambda name, r: bound_estimator(r.nll))
+    row("NLL bound, bits/dim ↓", lambda name, r: f"{r.nll.mean:.3f} ± {r.nll.standard_error:.3f}" if r.nll else "–")
+    row("bound estimator", lambda name, r: bound_estimator(r.nll) if r.nll else "–")
     keys = {key for found in scored.values() for key in found}
     for sampler, steps in sorted(keys, key=lambda k: (k[0] != "ddpm", -k[1])):
         row(
-            f"{sampler} {steps} steps: FID (× floor) / IS / confident share",
+            f"{sampler} {steps} steps: FID (× ref.) / IS / confident share",
             lambda name, r, key=(sampler, steps): quality(scored[name].get(key), r.train_floor),
         )
-    row("real floor: FID / IS / confident share", lambda name, r: quality(r.train_floor, r.train_floor))
+    row("real reference: FID / IS / confident share", lambda name, r: quality(r.train_floor, r.train_floor))
     row(
         "test images: IS / confident share",
         lambda name, r: f"{r.test.inception_score:.2f} / {r.test.confident_share:.3f}",
@@ -112,13 +112,44 @@ def bound_estimator(nll: BoundEstimate) -> str:
 
 
 def readme_table(models_dir: str | Path = "models") -> str:
-    """The README's table of the shipped DDPMs, from each ``<models_dir>/ddpm-*/eval.json``.
+    """The README's table of the shipped DDPMs, from each ``<models_dir>/ddpm-*/eval.json`` (for a class-conditional
+    model, its unconditional samples), then the guidance table of the class-conditional ones.
 
-    Public though only a test calls it: it is how the README's table is made after a model is re-evaluated.
+    Public though only a test calls it: it is how the README's tables are made after a model is re-evaluated.
     """
     folders = sorted(p for p in Path(models_dir).glob("ddpm-*") if (p / "eval.json").is_file())
-    folders.sort(key=lambda p: p.name != "ddpm-mnist")  # the app's default first
-    return "\n".join(models_table({p.name: Evaluation.read(p / "eval.json") for p in folders}))
+    folders.sort(key=lambda p: ("fashion" in p.name, "conditional" in p.name))  # MNIST first, then Fashion-MNIST
+    results = {p.name: Evaluation.read(p / "eval.json") for p in folders}
+    guided = {name: r for name, r in results.items() if r.guidance}
+    return "\n".join(models_table(results) + (["", *guidance_summary(guided)] if guided else []))
+
+
+def guidance_summary(results: dict[str, Evaluation]) -> list[str]:
+    """The class-conditional models side by side: per guidance w, agreement / confident share / class-FID."""
+    scales = sorted({g.guidance_scale for r in results.values() for g in r.guidance})
+    lines = [
+        "| guidance w: agreement / confident share / class-FID | "
+        + " | ".join(
+            f"`{name}` ({r.sampler} {r.steps}, {r.guidance[0].per_class} per class)" for name, r in results.items()
+        )
+        + " |",
+        "|---" * (len(results) + 1) + "|",
+    ]
+    for w in scales:
+        cells = []
+        for r in results.values():
+            g = next((g for g in r.guidance if g.guidance_scale == w), None)
+            cells.append(f"{g.agreement:.3f} / {g.confident_share:.3f} / {g.class_fid:.1f}" if g else "–")
+        lines.append(f"| w = {w:g} | " + " | ".join(cells) + " |")
+    real = [r.guidance_reference for r in results.values()]
+    lines.append(
+        "| real training images | "
+        + " | ".join(
+            f"{x['agreement']:.3f} / {x['confident_share']:.3f} / {x['class_fid']:.1f}" if x else "–" for x in real
+        )
+        + " |"
+    )
+    return lines
 
 
 def format_report(result: Evaluation) -> str:
@@ -134,7 +165,7 @@ def format_report(result: Evaluation) -> str:
         f"## DDPM evaluation: `{result.model}` on {result.dataset}",
         "",
         (
-            f"N = {n} generated vs {n} test images (train subset of {n} for the real floor), sampler = {sampler}, "
+            f"N = {n} generated vs {n} test images (train subset of {n} for the real reference), sampler = {sampler}, "
             f"num_inference_steps = {steps}, seed = {seed}; classifier `{result.classifier}`{accuracy}."
         ),
         "",
@@ -152,7 +183,7 @@ def format_report(result: Evaluation) -> str:
         ]
     columns = [
         (f"generated ({sampler}, {steps} steps)", result.generated.quality),
-        ("real floor: train subset", result.train_floor),
+        ("real reference: train subset", result.train_floor),
         ("test images", result.test),
     ]
     lines += _quality_rows(columns)
@@ -170,7 +201,7 @@ def format_report(result: Evaluation) -> str:
 
 def plot_fid_vs_nfe(result: Evaluation, path: str | Path, size: tuple[int, int] = (640, 420)) -> Path:
     """Draw classifier-FID (linear y) against network evaluations per image (log x), one line per sampler, with the
-    real floor as a grey horizontal line; saved as PNG.
+    real reference as a grey horizontal line; saved as PNG.
 
     Returns:
         ``path`` as a ``Path``.
@@ -206,7 +237,7 @@ def plot_fid_vs_nfe(result: Evaluation, path: str | Path, size: tuple[int, int] 
     draw.text((left, 8), f"classifier-FID vs NFE on {result.dataset} (N = {result.num_samples})", fill="black")
     y_floor = xy(min(nfes), floor)[1]
     draw.line((left, y_floor, width - right, y_floor), fill=(150, 150, 150), width=2)
-    draw.text((width - right + 8, y_floor - 6), "real floor", fill=(110, 110, 110))
+    draw.text((width - right + 8, y_floor - 6), "real reference", fill=(110, 110, 110))
     for i, sampler in enumerate(dict.fromkeys(e.sampler for e in sweep)):
         colour = COLOURS[i % len(COLOURS)]
         points = [xy(e.nfe, e.quality.fid) for e in sorted(sweep, key=lambda e: e.nfe) if e.sampler == sampler]
