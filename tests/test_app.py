@@ -26,6 +26,7 @@ from PIL import Image
 
 from ddpm_hf import SAMPLERS, DDPMHFScheduler, load_pipeline, sample, save_pipeline
 from ddpm_hf.data import load_test_sample, to_model_range
+from ddpm_hf.guidance import add_class_embedding
 from ddpm_hf.likelihood import vb_terms
 from ddpm_hf.models import build_unet
 from ddpm_hf.pictures import forward_frames, make_grid
@@ -33,6 +34,7 @@ from ddpm_hf.space import limits
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "ddpm-mnist"
+GUIDED = "tiny-guided"  # a class-conditional tiny model beside it
 HUB_MODEL = "nobody/ddpm-not-here"  # offered through DDPM_HF_EXTRA_MODEL; unreachable (HF_HUB_OFFLINE=1)
 QUEUE_SIZE = 4
 CARD = "---\ndatasets:\n- ylecun/mnist\nlibrary_name: diffusers\n---\n# tiny test model\n"
@@ -64,6 +66,7 @@ def running_app(models_dir: Path, log_path: Path, timeout: float = 180, **env):
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "DDPM_HF_NATIVE_BF16": "0",  # float32 on every CPU: the app's numbers are compared with float32 ones
         **env,
     }
     url = f"http://127.0.0.1:{port}/"
@@ -94,6 +97,9 @@ def running_app(models_dir: Path, log_path: Path, timeout: float = 180, **env):
 def models_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     write_tiny_model(folder)
+    unet = add_class_embedding(build_unet("tiny", 28, 1).eval(), 10)
+    torch.nn.init.normal_(unet.class_embedding.weight, generator=torch.Generator().manual_seed(0))
+    save_pipeline(unet, DDPMHFScheduler(), folder / GUIDED, class_names=list("0123456789"), guidance_scale=2.0)
     (folder / "not-a-model").mkdir()  # no model_index.json: must not be offered
     return folder
 
@@ -138,15 +144,24 @@ def test_models_offered_and_api_parameters(client):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     parameters = {name: [p["parameter_name"] for p in api[name]["parameters"]] for name in api}
     assert parameters == {
-        "/sample": ["model", "num_images", "sampler", "num_inference_steps", "variance", "seed"],
-        "/sdedit": ["model", "image", "t", "num_images", "seed"],
+        "/sample": [
+            "model",
+            "num_images",
+            "sampler",
+            "num_inference_steps",
+            "variance",
+            "seed",
+            "class_name",
+            "guidance_scale",
+        ],
+        "/sdedit": ["model", "image", "t", "num_images", "seed", "class_name", "guidance_scale"],
         "/inpaint": ["model", "image", "num_images", "seed"],
         "/forward": ["model", "image_index", "image", "t", "seed"],
         "/schedule": ["model"],
         "/posterior": ["model", "image_index", "t", "variance", "seed"],
         "/bound": ["model", "image_index", "variance", "seed"],
     }
-    assert api["/sample"]["parameters"][0]["python_type"]["type"] == f"Literal['{MODEL}', '{HUB_MODEL}']"
+    assert api["/sample"]["parameters"][0]["python_type"]["type"] == f"Literal['{MODEL}', '{GUIDED}', '{HUB_MODEL}']"
     forward = {p["parameter_name"]: p for p in api["/forward"]["parameters"]}
     assert forward["image"]["parameter_has_default"] and forward["image"]["parameter_default"] is None
     returns = [r["label"] for r in api["/forward"]["returns"]]
@@ -169,7 +184,14 @@ def test_sample_streams_and_matches_the_library(client, pipe):
     assert streamed[0][-1].startswith("step 1 of 20, t = 999; ") and line == ""  # how far, then done
 
     expected = sample(
-        pipe.unet, pipe.scheduler, 2, seed=7, num_inference_steps=20, variance="fixed_large", output_type="pt"
+        pipe.unet,
+        pipe.scheduler,
+        2,
+        seed=7,
+        num_inference_steps=20,
+        variance="fixed_large",
+        output_type="pt",
+        precision="float32",  # as the app runs here (DDPM_HF_NATIVE_BF16=0), whatever the CPU
     ).images
     expected_grid = np.asarray(make_grid(expected, nrow=2, scale=4))
     grid = np.asarray(Image.open(grid_path))
@@ -181,8 +203,32 @@ def test_sample_streams_and_matches_the_library(client, pipe):
         size = gif.size
     left = make_grid(expected, nrow=2, scale=3)  # frames: x_t grid | 8·scale gap | x̂_0 grid, at 3× not 4×
     assert size == (2 * left.width + 8 * 3, left.height)
-    assert scrub["value"] == scrub["maximum"] == 20 and scrub["label"] == "Frame: the result x₀, after 20 steps"
+    assert scrub["value"] == scrub["maximum"] == 20
+    assert scrub["label"] == "Frame" and scrub["info"] == "frame 20 of 20: the result x₀, after 20 steps"
     assert Image.open(frame_path).size == size
+
+
+def test_a_conditional_model_draws_the_classes_asked_for(client, models_dir):
+    guided = load_pipeline(models_dir / GUIDED)
+    run = {"num_inference_steps": 3, "variance": "fixed_small", "output_type": "pt", "precision": "float32"}
+
+    def expected(labels, w, nrow):
+        images = sample(
+            guided.unet, guided.scheduler, len(labels), seed=5, class_labels=labels, guidance_scale=w, **run
+        )
+        return np.asarray(make_grid(images.images, nrow=nrow, scale=4)).astype(int)
+
+    grid, *_ = client.predict(GUIDED, 4, "ddpm", 3, "fixed_small", 5, limits.ALL_CLASSES, 3.0, api_name="/sample")
+    want = expected(list(range(10)), 3.0, 1)  # one row per class: 4 images → 1 per row
+    assert np.abs(np.asarray(Image.open(grid)).astype(int) - want).max() <= 1
+    grid, *_ = client.predict(GUIDED, 2, "ddpm", 3, "fixed_small", 5, "7", 3.0, api_name="/sample")
+    assert np.abs(np.asarray(Image.open(grid)).astype(int) - expected([7, 7], 3.0, 2)).max() <= 1
+    with pytest.raises(AppError, match="Class must be one of"):
+        client.predict(GUIDED, 2, "ddpm", 3, "fixed_small", 5, "eleven", 3.0, api_name="/sample")
+    # an unconditional model takes the same call and ignores the class
+    plain = client.predict(MODEL, 2, "ddpm", 3, "fixed_small", 5, "7", 3.0, api_name="/sample")[0]
+    again = client.predict(MODEL, 2, "ddpm", 3, "fixed_small", 5, api_name="/sample")[0]
+    assert np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(again)))
 
 
 def test_the_dropdown_offers_every_sampler():

@@ -1,20 +1,24 @@
 """The Gradio app in a real browser: Debian's chromium driven by Python playwright (never ``playwright install``).
 
 Serves ``python app.py`` on a tiny random model and uses it as a visitor does, at desktop and phone width: the
-result shown on arrival, 1-step sampling, Enter in a number box, a non-image upload, a drawing through noise and
-back, inpainting. Screenshots of every tab at both widths go to ``$DDPM_HF_SCREENSHOT_DIR`` (default: a tmp folder).
-CI needs ``apt-get install -y chromium chromium-driver`` and ``pip install playwright``.
+result shown on arrival, 1-step sampling, Enter in a number box, empty and bad number boxes, a non-image upload, a
+drawing through noise and back, inpainting, a second visitor waiting in the queue, a double click, Stop with nothing
+running, another model. Screenshots of every tab at both widths go to ``$DDPM_HF_SCREENSHOT_DIR`` (default: a tmp
+folder). CI needs ``apt-get install -y chromium chromium-driver`` and ``pip install playwright``.
 """
 
+import io
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from gradio_client import Client
+from PIL import Image
 from test_app import CARD, MODEL, running_app, write_tiny_model
 
 from ddpm_hf import DDPMHFScheduler, save_pipeline
@@ -32,7 +36,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TABS = ["Sample", "Your digit", "Inpaint", "Forward process", "Schedule & posterior", "About"]
+TABS = ["Sample", "Your digit", "Inpaint", "Forward", "Posterior", "About"]
 DESKTOP, PHONE = {"width": 1400, "height": 1000}, {"width": 390, "height": 844}
 
 if not CHROMIUM.exists():
@@ -40,7 +44,9 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright: pip install playwright")
 
 
-SHORT_MODEL = "ddpm-t500"  # a second model, with T = 500 timesteps
+SHORT_MODEL = "ddpm-t500"  # a second model, with T = 500 timesteps (and no card: it draws "pictures")
+NOISED = "Noised to t (xₜ)"  # the label of x_t on the Your digit and Forward tabs
+GRID = "Samples (while running: now | guessed end)"  # the Sample tab's result
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +116,7 @@ def wait_for_new_image(page, label: str, old: str | None) -> None:
 
 
 def set_number(page, label: str, value) -> None:
-    slider_box = page.get_by_label(f"number input for {label}", exact=True)
+    slider_box = page.get_by_label(f"number input for {label}", exact=True).locator("visible=true")
     box = slider_box.or_(page.get_by_label(label, exact=True).locator("visible=true")).first
     box.fill(str(value))
     box.press("Enter")
@@ -158,24 +164,25 @@ def test_one_sampling_step_and_the_scrubber(page):
     sample_and_wait(page)
     page.get_by_text("the result x₀, after 1 step").first.wait_for(timeout=30_000)
     assert page.locator(".toast-body").count() == 0
-    set_number(page, "Frame: the result x₀, after 1 step", 0)
-    page.get_by_text("Frame: step 1 of 1").first.wait_for(timeout=30_000)
+    assert page.get_by_text("blurred average").first.is_visible()  # one DDPM step: the status line says why
+    set_number(page, "Frame", 0)
+    page.get_by_text("frame 0 of 1: step 1 of 1").first.wait_for(timeout=30_000)
 
 
 def test_enter_in_a_number_box_updates_the_forward_tab(page):
-    page.get_by_role("tab", name="Forward process").click()
+    page.get_by_role("tab", name="Forward").click()
     page.get_by_text("At t = 300").first.wait_for(timeout=60_000)
-    before = image_src(page, "xₜ")
+    before = image_src(page, NOISED)
     set_number(page, "Noise seed (ε)", 5)
-    wait_for_new_image(page, "xₜ", before)
-    before = image_src(page, "xₜ")
+    wait_for_new_image(page, NOISED, before)
+    before = image_src(page, NOISED)
     set_number(page, "t", 900)
-    wait_for_new_image(page, "xₜ", before)
+    wait_for_new_image(page, NOISED, before)
     page.get_by_text("At t = 900").first.wait_for(timeout=30_000)
 
 
 def test_a_non_image_upload_gets_a_message_and_the_tab_recovers(page, tmp_path):
-    page.get_by_role("tab", name="Forward process").click()
+    page.get_by_role("tab", name="Forward").click()
     page.get_by_text("At t = 300").first.wait_for(timeout=60_000)
     upload = page.locator("input[type=file]").first
     text, fake = tmp_path / "notes.txt", tmp_path / "notes.png"
@@ -188,10 +195,11 @@ def test_a_non_image_upload_gets_a_message_and_the_tab_recovers(page, tmp_path):
     page.get_by_text("not an image this app can read").first.wait_for(timeout=60_000)
     set_number(page, "t", 100)  # the bad file is gone: the tab works on the test image
     page.get_by_text("At t = 100").first.wait_for(timeout=60_000)
-    assert image_src(page, "x₀")
+    assert image_src(page, "Clean image (x₀)")
 
 
 def draw(page, target, strokes) -> None:
+    target.scroll_into_view_if_needed()
     box = target.bounding_box()
     for (x0, y0), (x1, y1) in strokes:
         page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
@@ -212,7 +220,7 @@ def test_a_sketch_goes_through_noise_and_back(page, screenshot_dir):
     set_number(page, "t (how much noise)", 300)
     page.get_by_role("button", name="Noise and denoise").click()
     visible_gif(page)
-    assert image_src(page, "xₜ ~ q(xₜ | x₀)")
+    assert image_src(page, NOISED)
     page.screenshot(path=screenshot_dir / "digit-desktop.png", full_page=True)
 
 
@@ -236,10 +244,8 @@ def test_every_tab_is_reachable_and_captured(app_url, screenshot_dir, width):
         visible_gif(page)
         for name in TABS:
             tab = page.get_by_role("tab", name=name)
-            if tab.count() == 0:  # narrow screens fold the later tabs into a "More tabs" menu
-                page.get_by_role("button", name="More tabs").click()
-                tab = page.locator(".overflow-dropdown button", has_text=name)
-            tab.first.click()
+            assert tab.is_visible(), f"the tab {name!r} is folded away in a menu"  # all six show, on a phone too
+            tab.click()
             page.wait_for_timeout(1500)
             page.screenshot(path=screenshot_dir / f"tab-{name.split()[0].lower()}-{width}.png", full_page=True)
             width_px = page.evaluate("document.documentElement.scrollWidth")
@@ -263,7 +269,7 @@ def test_each_sample_gets_a_new_seed_shown_for_replay(page):
         seeds.append(seed_value(page))
     assert seeds[0] != seeds[1] and 0 not in seeds, seeds
     set_number(page, "Seed", seeds[0])  # typing a seed turns the new-seed choice off: it is replayed
-    assert not page.get_by_label("New seed each run").is_checked()
+    sync_api.expect(page.get_by_label("New seed each run")).not_to_be_checked()
 
 
 def test_progress_counts_steps_and_stop_says_where_it_stopped(page):
@@ -291,7 +297,7 @@ def test_after_many_requests_the_showcase_stays_and_a_lost_frame_says_so(app_url
         client = Client(app_url, verbose=False)
         for seed in range(KEEP_FILES + 2):
             client.predict(MODEL, 1, "ddpm", 1, "fixed_small", seed, api_name="/sample")
-        set_number(page, "Frame: the result x₀, after 1 step", 0)
+        set_number(page, "Frame", 0)
         assert "that animation is gone: run it again" in toast_text(page)
         browser.close()
         assert not errors, errors
@@ -352,7 +358,7 @@ def write_slow_model(models_dir: Path) -> None:
 PANELS = """() => {
   const shown = e => e && e.offsetParent !== null;
   const grid = [...document.querySelectorAll('[data-testid=block-label]')]
-    .find(l => l.textContent.trim().startsWith('Samples x₀') && shown(l));
+    .find(l => l.textContent.trim().startsWith('Samples') && shown(l));
   const img = grid && grid.closest('.block').querySelector('img');
   const line = [...document.querySelectorAll('.prose, .md')].map(e => e.textContent).join(' ');
   return {grid: Boolean(img && img.getAttribute('src')), making: /first result/.test(line)};
@@ -389,7 +395,7 @@ def slider_end(page, label: str) -> str:
 
 def test_the_t_sliders_end_at_the_models_last_timestep(page):
     visible_gif(page)
-    page.get_by_role("tab", name="Forward process").click()
+    page.get_by_role("tab", name="Forward").click()
     page.get_by_text("At t = 300").first.wait_for(timeout=60_000)
     assert slider_end(page, "t") == "999"
     page.get_by_label("Model").first.click()
@@ -427,7 +433,7 @@ def test_a_non_image_dropped_on_the_digit_canvas_says_so_and_clears_the_old_run(
     note = page.get_by_label("What was done to your picture").locator("visible=true").first
     page.wait_for_function("e => e.value.includes('not an image this app can read')", arg=note.element_handle())
     assert page.locator("img[src$='.gif']:visible").count() == 0, "the earlier run's GIF is still shown"
-    assert image_src(page, "x₀ as the model sees it") is None
+    assert image_src(page, "Your picture (x₀)") is None
 
 
 PLOTS = """() => [...document.querySelectorAll('.vega-embed svg')].filter(s => s.getBoundingClientRect().width > 0)
@@ -444,8 +450,7 @@ def test_every_plot_is_readable_on_a_phone(app_url, screenshot_dir):
     with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         browser, page, errors = open_page(p, app_url, PHONE, profile)
         visible_gif(page)
-        page.get_by_role("button", name="More tabs").click()
-        page.locator(".overflow-dropdown button", has_text="Schedule & posterior").first.click()
+        page.get_by_role("tab", name="Posterior").click()
         page.get_by_text("Bound L ≈").first.wait_for(timeout=120_000)
         page.wait_for_timeout(1500)
         plots = page.evaluate(PLOTS)
@@ -476,8 +481,238 @@ def test_the_header_links_the_paper_and_code_and_the_examples_and_comparison_wor
     page.locator("td:visible", has_text="DPM-Solver++ SDE: fast, stochastic").first.click()  # sampler, steps, seed 7
     page.wait_for_timeout(1000)
     assert seed_value(page) == 7 and not page.get_by_label("New seed each run").is_checked()
+    assert page.get_by_text("its seed, 7, will be used again on every run").first.is_visible()  # and says so
     set_number(page, "Number of images", 1)
     page.get_by_text("Compare two samplers on the same seed").first.click()
     page.get_by_role("button", name="Run both").click()
-    for label in ("DDPM: the paper's chain, same seed", "DPM-Solver++ SDE: fast, stochastic, same seed"):
+    for label in ("DPM-Solver++: fast, deterministic, same seed", "DDIM, η = 0: deterministic, same seed"):
         wait_for_new_image(page, label, None)
+
+
+def visible_error_pills(page) -> list[str]:
+    """The "Error" pills Gradio draws over a component when an event fails (none should be seen)."""
+    return page.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=status-tracker] .error')]"
+        ".filter(e => e.checkVisibility({opacityProperty: true, visibilityProperty: true})).map(e => e.textContent)"
+    )
+
+
+def expect_message(page, message: str) -> None:
+    """``message`` in a toast, no Error pill, and the toasts closed again."""
+    page.locator(".toast-body", has_text=message).first.wait_for(timeout=60_000)
+    page.wait_for_timeout(300)
+    assert not visible_error_pills(page), visible_error_pills(page)
+    for close in page.locator(".toast-close").all():
+        close.click()
+
+
+def box(page, label: str):
+    return page.get_by_label(label, exact=True).locator("visible=true").first
+
+
+def fill_and_enter(page, label: str, value: str) -> None:
+    box(page, label).fill(value)
+    box(page, label).press("Enter")
+
+
+def small_runs(page) -> None:
+    """One image, one step: the Sample tab's runs take no time."""
+    set_number(page, "Number of images", 1)
+    open_advanced(page)
+    set_number(page, "Sampling steps", 1)
+
+
+def test_empty_and_bad_number_boxes_get_a_message_and_leave_the_panels(page):
+    """On every tab: an empty seed means a new random one (shown in the box); a bad seed is answered with the app's
+    message in a toast, with no Error pill and the panels as they were; a test-image index beyond the range becomes
+    its end, with no message."""
+    visible_gif(page)
+    small_runs(page)
+    seed_box = box(page, "Seed")
+    seed_box.fill("")
+    page.wait_for_timeout(1000)
+    assert page.get_by_label("New seed each run").is_checked(), "emptying the seed turned off new seeds"
+    page.get_by_label("New seed each run").uncheck()
+    seed_box.fill("")
+    sample_and_wait(page)
+    assert seed_box.input_value().isdigit(), "an empty seed was not replaced by the seed used"
+    grid = image_src(page, GRID)
+    for bad, message in [
+        ("-5", "Seed must be ≥ 0, got -5"),
+        ("1e20", "Seed must be ≤ 2147483647, got 100000000000000000000"),
+        ("1.5", "Seed must be a whole number, got 1.5"),
+    ]:
+        seed_box.fill(bad)
+        page.get_by_role("button", name="Sample", exact=True).click()
+        expect_message(page, message)
+        assert image_src(page, GRID) == grid
+    for tab, label, shown in [("Forward", "Noise seed (ε)", NOISED), ("Posterior", "Seed (ε and z)", "Noised xₜ")]:
+        page.get_by_role("tab", name=tab).click()
+        wait_for_new_image(page, shown, None)
+        before = image_src(page, shown)
+        fill_and_enter(page, label, "")
+        wait_for_new_image(page, shown, before)  # drawn with a new seed, which the box shows
+        assert box(page, label).input_value().isdigit()
+        before = image_src(page, shown)
+        fill_and_enter(page, label, "-5")
+        expect_message(page, f"{label} must be ≥ 0, got -5")
+        assert image_src(page, shown) == before
+        fill_and_enter(page, label, "3")
+        fill_and_enter(page, "number input for Test image (index)", "300")
+        page.wait_for_timeout(1500)
+        assert box(page, "number input for Test image (index)").input_value() == "255"
+        assert page.locator(".toast-body").count() == 0, "a clamped index was also refused"
+    page.get_by_role("tab", name="Inpaint").click()
+    fill_and_enter(page, "Seed", "-5")
+    page.get_by_role("button", name="Inpaint", exact=True).click()
+    expect_message(page, "Seed must be ≥ 0, got -5")
+    page.get_by_role("tab", name="Your digit").click()
+    draw(page, page.locator(".black-canvas canvas").first, [((0.5, 0.2), (0.5, 0.8))])
+    set_number(page, "Number of images", 1)
+    fill_and_enter(page, "Seed", "")
+    page.get_by_role("button", name="Noise and denoise").click()
+    visible_gif(page)
+    assert box(page, "Seed").input_value().isdigit()
+    fill_and_enter(page, "Seed", "-5")
+    page.get_by_role("button", name="Noise and denoise").click()
+    expect_message(page, "Seed must be ≥ 0, got -5")
+
+
+def test_a_visitor_waiting_for_another_run_is_told_so(app_url):
+    with (
+        sync_api.sync_playwright() as p,
+        tempfile.TemporaryDirectory() as first,
+        tempfile.TemporaryDirectory() as second,
+    ):
+        running, running_page, errors = open_page(p, app_url, DESKTOP, first)
+        waiting, waiting_page, more_errors = open_page(p, app_url, DESKTOP, second)
+        visible_gif(running_page)
+        visible_gif(waiting_page)
+        open_advanced(running_page)
+        set_number(running_page, "Sampling steps", 1000)
+        running_page.get_by_role("button", name="Sample", exact=True).click()
+        running_page.get_by_text("of 1000, t = ").first.wait_for(timeout=120_000)
+        waiting_page.get_by_role("button", name="Sample", exact=True).click()
+        line = waiting_page.locator(".run-status .queue-line").first
+        line.wait_for(timeout=60_000)
+        shown = waiting_page.evaluate("e => getComputedStyle(e, '::before').content", line.element_handle())
+        assert shown == '"waiting for another run (1 ahead)…"', shown
+        assert line.bounding_box()["height"] > 10, "the waiting line is not to be seen"
+        running_page.get_by_role("button", name="Stop", exact=True).click()
+        waiting_page.get_by_text("the result x₀, after").first.wait_for(timeout=120_000)  # its turn came
+        running.close()
+        waiting.close()
+        assert not errors + more_errors, errors + more_errors
+
+
+def first_picture(page):
+    """The block of the first result picture on the tab shown (the Sample tab's grid; Your digit's x_0)."""
+    return page.locator(".picture:visible").first
+
+
+def in_view(block) -> bool:
+    """Whether ``block`` is at least half on screen."""
+    return block.evaluate(
+        "b => { const r = b.getBoundingClientRect();"
+        " return Math.min(r.bottom, innerHeight) - Math.max(r.top, 0) > r.height / 2; }"
+    )
+
+
+def test_on_a_phone_the_result_is_in_view_after_run(app_url):
+    with sync_api.sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        browser, page, errors = open_page(p, app_url, PHONE, profile)
+        visible_gif(page)
+        small_runs(page)
+        page.mouse.wheel(0, 3000)  # scrolled down to the settings
+        sample_and_wait(page)
+        page.wait_for_timeout(1500)
+        assert in_view(first_picture(page)), "the new samples are off screen"
+        page.get_by_role("tab", name="Your digit").click()
+        draw(page, page.locator(".black-canvas canvas").first, [((0.5, 0.2), (0.5, 0.8))])
+        page.get_by_role("button", name="Noise and denoise").click()
+        visible_gif(page)
+        page.wait_for_timeout(1500)
+        assert in_view(first_picture(page)), "the result is off screen"
+        browser.close()
+        assert not errors, errors
+
+
+def canvas_brightness(page) -> float:
+    """The mean grey level (0 black, 255 white) of the middle of the drawing canvas, as it is seen."""
+    canvas = page.locator(".black-canvas canvas").first
+    with Image.open(io.BytesIO(canvas.screenshot())) as shot:
+        pixels = np.asarray(shot.convert("L"))
+    height, width = pixels.shape
+    return float(pixels[int(0.35 * height) : int(0.65 * height), int(0.35 * width) : int(0.65 * width)].mean())
+
+
+def test_the_canvas_is_black_and_drawable_after_clear(page):
+    page.get_by_role("tab", name="Your digit").click()
+    canvas = page.locator(".black-canvas canvas").first
+    canvas.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    draw(page, canvas, [((0.5, 0.2), (0.5, 0.8))])
+    page.get_by_label("Clear canvas").first.click()
+    page.wait_for_timeout(2000)
+    assert canvas_brightness(page) < 5, "the cleared canvas is not black"
+    draw(page, canvas, [((0.3, 0.5), (0.7, 0.5))])
+    page.wait_for_timeout(500)
+    assert canvas_brightness(page) > 15, "strokes on the cleared canvas cannot be seen"
+    set_number(page, "Number of images", 1)
+    page.get_by_role("button", name="Noise and denoise").click()
+    visible_gif(page)  # the strokes were sent: no "the drawing is empty"
+
+
+def shown_pixels(block) -> np.ndarray:
+    """The picture shown in ``block``, as grey levels."""
+    src = block.locator("img").first.evaluate("img => img.src")
+    with Image.open(io.BytesIO(block.page.request.get(src).body())) as picture:
+        return np.asarray(picture.convert("L"))
+
+
+def test_after_a_double_click_the_seed_shown_makes_the_grid_shown(page, app_url):
+    visible_gif(page)
+    small_runs(page)
+    set_number(page, "Sampling steps", 200)  # still running at the second click
+    old = page.locator("img[src$='.gif']:visible").first.get_attribute("src")
+    run = page.get_by_role("button", name="Sample", exact=True)
+    run.click()
+    page.wait_for_timeout(300)
+    run.click(force=True)  # as a visitor's second click: lost if the button is off by now
+    page.wait_for_function(
+        "src => [...document.querySelectorAll('img')].some(i => i.src.endsWith('.gif') && i.src !== src)", arg=old
+    )
+    for _ in range(600):
+        if run.is_enabled():
+            break
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(1500)  # a second run, if one started, has ended
+    grid = shown_pixels(first_picture(page))
+    client = Client(app_url, verbose=False)
+    again = client.predict(MODEL, 1, "ddpm", 200, "fixed_small", seed_value(page), api_name="/sample")
+    with Image.open(again[0]) as picture:
+        assert np.array_equal(grid, np.asarray(picture.convert("L"))), "the seed in the box did not make this grid"
+
+
+def test_stop_with_nothing_running_keeps_the_result(page):
+    gif = visible_gif(page).get_attribute("src")
+    page.get_by_role("button", name="Stop", exact=True).first.click()
+    page.wait_for_timeout(2000)
+    assert page.locator(f"img[src='{gif}']:visible").count() == 1, "the result's animation is gone"
+    assert image_src(page, "One frame")
+    assert page.get_by_label("number input for Frame", exact=True).locator("visible=true").first.is_enabled()
+    assert not page.get_by_text("Stopped").first.is_visible()
+
+
+def test_another_model_clears_the_results_and_is_named_in_the_words(page):
+    visible_gif(page)
+    page.get_by_label("Model").first.click()
+    page.get_by_role("option", name=SHORT_MODEL).click()
+    page.get_by_text(f"{SHORT_MODEL} is ready: press Sample to watch it draw pictures.").first.wait_for(timeout=60_000)
+    assert page.locator("img[src$='.gif']:visible").count() == 0, "the other model's result is still shown"
+    assert page.get_by_text("until pictures appear").first.is_visible()
+    assert page.get_by_role("tab", name="Your drawing").is_visible()  # no card: it draws pictures, not digits
+    page.get_by_label("Model").first.click()
+    page.get_by_role("option", name=MODEL).click()
+    visible_gif(page)  # its own start-up result again
+    assert page.get_by_text("until digits appear").first.is_visible()

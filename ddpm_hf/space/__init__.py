@@ -7,7 +7,10 @@
 - ``views``: the forward process, the schedule, one posterior step and the variational bound.
 - ``traffic``: the per-client rate limit of the quick endpoints.
 - ``components``: the app's inputs, which check every number and file they are sent, once, with the field's name.
-- ``handlers``: the app's events, over the modules above; ``layout``: the UI parts ``app.py`` assembles.
+- ``texts``: what the page says that depends on the chosen model (digits, garments, pictures).
+- ``outputs``: what a reverse chain's events show, from the first streamed update to the finished run.
+- ``handlers``: the app's events, over the modules above; ``layout``: the UI parts ``app.py`` assembles; ``page``:
+  the page's own styles and script.
 
 Errors meant for the user are ``ValueError``s; the handlers show them as ``gr.Error``.
 """

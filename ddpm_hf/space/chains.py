@@ -24,33 +24,41 @@ from .registry import Model
 @dataclass(frozen=True)
 class ChainRequest:
     """How many images, which sampler, how many steps, which σ_t² (DDPM), which seed: as the app's inputs checked them
-    (``ddpm_hf.space.components``), once; the step count's bound by the model's T is the library's own check."""
+    (``ddpm_hf.space.components``), once; the step count's bound by the model's T is the library's own check. A
+    class-conditional model also takes one class per image (None: any) and the guidance w; ``columns`` sets the
+    grid's row length (one row per class), None a square grid."""
 
     num_images: int
     sampler: str
     num_inference_steps: int
     variance: str
     seed: int
+    class_labels: tuple[int | None, ...] | None = None
+    guidance_scale: float | None = None
+    columns: int | None = None
 
 
 @dataclass
 class Progress:
     """After ``step`` steps, the last one from ``timestep``: the batch x_{t-1} beside its predicted x̂_0, as one
-    picture; ``seconds`` since the chain started, for an estimate of the time left."""
+    picture; ``seconds`` since the first step ended, for an estimate of the time left (the first step, which warms
+    the network up, would make it far too long)."""
 
     step: int
     timestep: int
     grid: Image.Image
     seconds: float = 0.0
     total: int | None = None  # the chain's length where it is known before it runs (None for SDEdit)
+    first_timestep: int | None = None  # t of the first step: SDEdit's estimate, from how far t has come down since
 
     def describe(self, start_timestep: int | None = None) -> str:
-        """ "step 12 of 50, t = 780; about 9 s left" (for SDEdit, the time left from how far t has come down)."""
+        """ "step 12 of 50, t = 780; about 9 s left" (for SDEdit, the time left from how far t has come down);
+        after the first step, no estimate yet."""
         if self.total is not None:
-            left = self.seconds / self.step * (self.total - self.step)
+            left = self.seconds / (self.step - 1) * (self.total - self.step) if self.step > 1 else None
             return f"step {self.step} of {self.total}, t = {self.timestep}; {about(left)}"
-        done = (start_timestep or 0) - self.timestep
-        left = self.seconds / done * self.timestep if done > 0 else None
+        done = (self.first_timestep or start_timestep or 0) - self.timestep
+        left = self.seconds / done * self.timestep if self.step > 1 and done > 0 else None
         return f"step {self.step}, t = {self.timestep} (counting down to 0); {about(left)}"
 
 
@@ -111,19 +119,24 @@ def run_chain(
         generator=generators,
         start_timestep=start_timestep,
         known=known,
+        class_labels=None if request.class_labels is None else list(request.class_labels),
+        guidance_scale=request.guidance_scale,
     )
-    nrow, size = math.ceil(math.sqrt(n)), model.size
+    nrow, size = request.columns or math.ceil(math.sqrt(n)), model.size
     capture_every, preview_every = max(1, math.ceil(steps / ANIMATION_FRAMES)), max(1, steps // PREVIEWS)
-    trajectory, captured, last, started = Trajectory(), [], None, time.monotonic()
+    trajectory, captured, last, first = Trajectory(), [], None, None
     total = steps if start_timestep is None else None
     try:
         for item in chain:
+            if first is None:
+                first = (time.monotonic(), item.timestep)  # the time left is estimated from here on
             if item.index % capture_every == 0:
                 trajectory.add(item)
                 captured.append(item.index + 1)
             if item.index == 0 or (item.index + 1) % preview_every == 0:
-                seconds = time.monotonic() - started
-                yield Progress(item.index + 1, item.timestep, preview(item, nrow, size), seconds, total)
+                seconds = time.monotonic() - first[0]
+                grid = preview(item, nrow, size)
+                yield Progress(item.index + 1, item.timestep, grid, seconds, total, first[1])
             last = item
     finally:
         chain.close()

@@ -1,8 +1,11 @@
 """Gradio pieces the Space's inputs need: one error adapter, and inputs that answer bad values with the app's own
-message (an API caller's wrong type, a file that is not an image, an image too large to decode)."""
+message (an API caller's wrong type, a file that is not an image, an image too large to decode); an empty seed box
+means a new random seed."""
 
 import functools
 import inspect
+import math
+import random
 from io import BytesIO
 
 import gradio as gr
@@ -42,6 +45,11 @@ def user_errors(fn):
     return function
 
 
+def number_text(value) -> str:
+    """A number as a person writes it: whole ones in full ("2147483647", not "2.14748e+09"), others short ("1.5")."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def check_number(label, payload, minimum=None, maximum=None, whole: bool = False) -> None:
     """Refuse a value that is not a number, not whole where ``whole``, or out of range, naming the input ("Seed must
     be ≥ 0, got -5"). The app's one check of a number a visitor or an API caller sends."""
@@ -49,12 +57,14 @@ def check_number(label, payload, minimum=None, maximum=None, whole: bool = False
         return
     if isinstance(payload, bool) or not isinstance(payload, (int, float)):
         raise gr.Error(f"{label} must be a number, got {payload!r}")
+    if not math.isfinite(payload):
+        raise gr.Error(f"{label} must be a number, got {payload}")
     if whole and not float(payload).is_integer():
-        raise gr.Error(f"{label} must be a whole number, got {payload:g}")
+        raise gr.Error(f"{label} must be a whole number, got {number_text(payload)}")
     if minimum is not None and payload < minimum:
-        raise gr.Error(f"{label} must be ≥ {minimum:g}, got {payload:g}")
+        raise gr.Error(f"{label} must be ≥ {number_text(minimum)}, got {number_text(payload)}")
     if maximum is not None and payload > maximum:
-        raise gr.Error(f"{label} must be ≤ {maximum:g}, got {payload:g}")
+        raise gr.Error(f"{label} must be ≤ {number_text(maximum)}, got {number_text(payload)}")
 
 
 def checked(component, payload):
@@ -64,21 +74,28 @@ def checked(component, payload):
     return payload if payload is None or not whole else int(payload)
 
 
-class Number(gr.Number):
-    """``gr.Number`` that answers a bad value with a message naming the input, and gives whole numbers as ints."""
+class Seed(gr.Number):
+    """A seed box: a bad value is answered with a message naming the box; an empty box means a new random seed."""
 
     is_template = True
 
     def preprocess(self, payload):
+        if payload is None:
+            return random.randint(int(self.minimum), int(self.maximum))
         return super().preprocess(checked(self, payload))
 
 
 class Slider(gr.Slider):
-    """``gr.Slider`` that answers a bad value with a message naming the input, and gives whole numbers as ints."""
+    """``gr.Slider`` that answers a bad or missing value with a message naming the input, and gives whole numbers as
+    ints. (The page's script keeps a visitor's typed value within the range, as the slider does when the box is
+    left; ``page.JS``.)"""
 
     is_template = True
 
     def preprocess(self, payload):
+        if payload is None:
+            low, high = number_text(self.minimum), number_text(self.maximum)
+            raise gr.Error(f"{self.label} is empty: give a number from {low} to {high}")
         return super().preprocess(checked(self, payload))
 
 

@@ -6,39 +6,16 @@ Each handler's parameter names are its API parameter names. ``ValueError`` messa
 import random
 import threading
 import time
-from typing import Any, NamedTuple
 
 import gradio as gr
 from PIL import Image
 
-from . import chains, images, limits, views
+from . import chains, images, limits, texts, views
 from .components import user_errors
+from .outputs import ChainOutputs, finished_outputs, frame_info, stream
 from .registry import Registry
 
 PROGRESS = gr.Progress()  # the default that tells gradio to pass a progress tracker
-
-
-class ChainOutputs(NamedTuple):
-    """What a chain's events show, in this order: the result grid, the denoising GIF, the scrubber over its frames,
-    the frame chosen with it, the status line ("step k of n, t = …; about 9 s left", or where Stop stopped it), and
-    the run's state (how far it came, for Stop; the GIF's frames, for the scrubber). The app's components and each
-    update of a handler take this shape."""
-
-    grid: Any
-    animation: Any
-    scrubber: Any
-    frame: Any
-    status: Any
-    state: Any
-
-    @classmethod
-    def unchanged(cls) -> "ChainOutputs":
-        return cls(*(gr.skip(),) * len(cls._fields))
-
-    @classmethod
-    def cleared(cls, grid=None) -> "ChainOutputs":
-        """No result of an earlier run (the grid given, or none) and no status line."""
-        return cls(grid, None, idle_scrubber(), None, "", None)
 
 
 class Handlers:
@@ -52,14 +29,49 @@ class Handlers:
         self._showcase_ready = threading.Event()
 
     @user_errors
-    def sample(self, model, num_images, sampler, num_inference_steps, variance, seed, progress=PROGRESS):
-        """Stream grids of x_t while sampling; end with the samples x_0, the denoising GIF and the scrubber."""
-        request = chains.ChainRequest(num_images, sampler, num_inference_steps, variance, seed)
-        yield from stream(chains.run_chain(self.models.get(model), request), progress)
+    def sample(
+        self,
+        model,
+        num_images,
+        sampler,
+        num_inference_steps,
+        variance,
+        seed,
+        class_name=limits.ANY_CLASS,
+        guidance_scale=None,
+        progress=PROGRESS,
+    ):
+        """Stream grids of x_t while sampling; end with the samples x_0, the denoising GIF and the scrubber. A
+        class-conditional model draws ``class_name`` ("any", "all classes (one row each)" or a class) with
+        classifier-free guidance ``guidance_scale`` (None: the model's default); other models ignore both."""
+        m = self.models.get(model)
+        request = class_request(
+            m, class_name, guidance_scale, num_images, sampler, num_inference_steps, variance, seed
+        )
+        hint = texts.few_steps_hint(texts.Subject.of(m), sampler, num_inference_steps)
+        yield from stream(chains.run_chain(m, request), progress, done_line=hint)
 
-    def pick_seed(self, randomize, seed):
-        """A new seed when ``randomize`` is on (shown in the box, so it can be replayed), else the box's."""
+    def pick_seed(self, randomize, seed, *checked):
+        """The seed a run will use, shown in its box so that it can be replayed: a new one when ``randomize`` is on,
+        else the box's (a new one too when the box is empty: ``components.Seed``).
+
+        Args:
+            randomize: the "New seed each run" choice (False where there is none).
+            seed: the box's seed.
+            checked: the run's other number inputs, passed only so that their components check them first: a bad
+                value is refused with its message before anything runs.
+        """
         return random.randint(*limits.SEED_RANGE) if randomize else seed
+
+    def example_chosen(self) -> tuple:
+        """An example was chosen: its seed is replayed from now on ("New seed each run" off), and the status line
+        says so."""
+        return False, texts.example_chosen(limits.EXAMPLE_SEED)
+
+    def seed_typed(self, payload):
+        """A seed typed in the box is meant to be replayed: "New seed each run" goes off; an emptied box (a new seed
+        each run) leaves it as it is."""
+        return gr.skip() if payload in (None, "") else False
 
     @user_errors
     def compare(self, model, num_images, sampler_a, steps_a, sampler_b, steps_b, seed):
@@ -77,29 +89,36 @@ class Handlers:
             yield grids[0], grids[1] if len(grids) > 1 else gr.skip()
 
     def stopped(self, state):
-        """What Stop leaves: a line saying where the chain stopped, and no panel of an earlier run.
+        """What Stop leaves: a line saying where the chain stopped, and no panel of an earlier run; when no chain has
+        started since the result shown (``state`` holds a finished run, or nothing), nothing changes.
 
         Returns:
-            ``ChainOutputs``: the grid as it is, the status line, the rest cleared.
+            ``ChainOutputs``: the grid as it is, the status line, the rest cleared; or all unchanged.
         """
-        where = ""
-        if state and "step" in state:
-            of = f" of {state['total']}" if state.get("total") else ""
-            where = f" at step {state['step']}{of} (t = {state['timestep']})"
+        if not state or "step" not in state:
+            return ChainOutputs.unchanged()
+        of = f" of {state['total']}" if state.get("total") else ""
+        where = f" at step {state['step']}{of} (t = {state['timestep']})"
         line = f"**Stopped{where}.** The grid shows the chain where it stopped; press the button again for a new run."
         return ChainOutputs.cleared(gr.skip())._replace(status=line)
 
     @user_errors
-    def sdedit(self, model, image, t, num_images, seed, progress=PROGRESS):
-        """Noise the picture to x_t ~ q(x_t | x_0), then run the DDPM chain back from t (SDEdit)."""
+    def sdedit(
+        self, model, image, t, num_images, seed, class_name=limits.ANY_CLASS, guidance_scale=None, progress=PROGRESS
+    ):
+        """Noise the picture to x_t ~ q(x_t | x_0), then run the DDPM chain back from t (SDEdit); a class-conditional
+        model steers the way back toward ``class_name`` with guidance ``guidance_scale``."""
         m = self.models.get(model)
-        x0, note = images.to_x0(sketch_of(image), m.size, m.channels, white_on_black=m.dataset is not None)
+        one = texts.Subject.of(m).one
+        x0, note = images.to_x0(sketch_of(image, one), m.size, m.channels, white_on_black=m.dataset is not None)
         if float(x0.max() - x0.min()) < 0.1:
-            raise ValueError("the drawing is empty: draw a digit in white on the black canvas, or upload a picture")
+            raise ValueError(f"the drawing is empty: draw a {one} in white on the black canvas, or upload a picture")
         t = views.check_t(t, m.scheduler)
         T = m.scheduler.config.num_train_timesteps
         steps = limits.SDEDIT_STEPS if t >= T // limits.SDEDIT_STEPS else T  # below one stride: every timestep
-        request = chains.ChainRequest(num_images, "ddpm", steps, limits.DEFAULT_VARIANCE, seed)
+        request = class_request(
+            m, class_name, guidance_scale, num_images, "ddpm", steps, limits.DEFAULT_VARIANCE, seed
+        )
         shown = images.picture(x0), views.forward_process(m.scheduler, x0, t, seed).x_t, note or "used as drawn"
         yield *shown, *ChainOutputs.unchanged()
         for outputs in stream(chains.run_chain(m, request, x0, start_timestep=t), progress, start_timestep=t):
@@ -122,11 +141,20 @@ class Handlers:
             yield *shown, *outputs
 
     @user_errors
-    def test_picture(self, model, image_index) -> dict:
-        """Test image ``image_index`` of the model's dataset as the editor's background, 8× upscaled."""
+    def test_picture(self, model, image_index) -> tuple[dict, str]:
+        """Test image ``image_index`` of the model's dataset as the editor's background, 8× upscaled, and an empty
+        note (the note of an earlier picture no longer holds)."""
         m = self.models.get(model)
         picture = images.picture(images.choose_x0(m, image_index, None)[0], scale=8, padding=0).convert("RGB")
-        return {"background": picture, "layers": [], "composite": picture}
+        return {"background": picture, "layers": [], "composite": picture}, ""
+
+    def first_picture(self, model, image_index) -> tuple:
+        """The editor's picture on arrival and for a newly chosen model: ``test_picture`` where the model has test
+        images, else an empty editor (never an error: the button says why)."""
+        try:
+            return self.test_picture(model, image_index)
+        except ValueError:
+            return None, ""
 
     def clear_bad_upload(self, payload):
         """Keep an upload that is a readable image (``gr.skip()``); clear one that is not (its events say why)."""
@@ -174,7 +202,7 @@ class Handlers:
         if not state or "animation" not in state:
             return gr.skip(), gr.skip()
         frame = images.animation_frame(state["animation"], index)
-        return frame, gr.Slider(label=f"Frame: {state['labels'][int(index)]}")
+        return frame, gr.Slider(info=frame_info(state["labels"], int(index)))
 
     @user_errors
     def forward(self, model, image_index, image=None, t=300, seed=0):
@@ -210,6 +238,54 @@ class Handlers:
         except ValueError as e:
             return f"**{model or 'no model'}** cannot be used: {e}"
 
+    def model_texts(self, model) -> tuple:
+        """The words that depend on what ``model`` draws: the Sample tab's explanation, the Your digit tab's
+        instructions, that tab's name and its canvas's label."""
+        subject = texts.Subject.of(self._loaded(model))
+        name = texts.drawing_label(subject)
+        return (
+            texts.how_it_works(subject),
+            texts.draw_and_denoise(subject),
+            gr.Tab(label=name),
+            gr.ImageEditor(label=name),
+        )
+
+    def model_chosen(self, model):
+        """The Sample tab for a newly chosen model: its start-up result where it has one, else no result of the other
+        model, and a line saying what Sample does.
+
+        Returns:
+            ``ChainOutputs``.
+        """
+        done = self._showcase.get(model)
+        if done:
+            return finished_outputs(done)
+        line = texts.ready_to_sample(model, texts.Subject.of(self._loaded(model)))
+        return ChainOutputs.cleared()._replace(status=line)
+
+    def cleared(self, pictures: int = 0) -> tuple:
+        """A tab's results made with another model: an empty note, ``pictures`` Nones and ``ChainOutputs`` cleared."""
+        return "", *(None,) * pictures, *ChainOutputs.cleared()
+
+    def _loaded(self, model):
+        """``model`` loaded, or None when it cannot be (the model line says why)."""
+        try:
+            return self.models.get(model)
+        except ValueError:
+            return None
+
+    def class_controls(self, model, default=limits.ALL_CLASSES):
+        """The class picker (at ``default``) and guidance slider for ``model``: shown with its classes and default w
+        when it is class-conditional, hidden otherwise (or when it cannot load)."""
+        try:
+            m = self.models.get(model)
+        except ValueError:
+            return gr.Group(visible=False), gr.skip(), gr.skip()
+        if not m.class_names:
+            return gr.Group(visible=False), gr.Dropdown(value=limits.ANY_CLASS), gr.skip()
+        choices = [limits.ALL_CLASSES, limits.ANY_CLASS, *m.class_names]
+        return gr.Group(visible=True), gr.Dropdown(choices, value=default), gr.Slider(value=m.guidance_scale)
+
     def timestep_range(self, model):
         """A t slider's range for ``model``: up to T − 1 of its schedule (loading it); unchanged if it cannot load."""
         try:
@@ -218,11 +294,15 @@ class Handlers:
             return gr.skip()
 
     def prepare_showcase(self) -> None:
-        """Load the first model and sample the default request once, so the first page shows a result; its progress
-        is shown to visitors who arrive before it is done."""
+        """Load the first model and sample the default request once, so the first page shows a result (a
+        class-conditional model: every class, one row each); its progress is shown to visitors who arrive before it
+        is done."""
         try:
             model = self.models.get(self.first)
-            request = chains.ChainRequest(
+            request = class_request(
+                model,
+                limits.ALL_CLASSES,
+                None,
                 limits.DEFAULT_IMAGES,
                 limits.DEFAULT_SAMPLER,
                 limits.default_steps(limits.DEFAULT_SAMPLER),
@@ -259,40 +339,17 @@ class Handlers:
         yield finished_outputs(done) if done else ChainOutputs.unchanged()._replace(status="")
 
 
-def stream(run, progress, start_timestep: int | None = None) -> ChainOutputs:
-    """``ChainOutputs`` for each update of a chain run: the first clears the panels of an earlier run; the status line
-    says how far the chain has come and the time left, the state the same for Stop."""
-    first = True
-    for update in run:
-        if isinstance(update, chains.Progress):
-            text = update.describe(start_timestep)
-            if update.total:
-                progress((update.step, update.total), desc=text, unit="steps")
-            else:
-                progress(1 - update.timestep / max(start_timestep or 1, 1), desc=text)
-            state = {"step": update.step, "total": update.total, "timestep": update.timestep}
-            panels = ChainOutputs.cleared() if first else ChainOutputs.unchanged()
-            yield panels._replace(grid=update.grid, status=text, state=state)
-            first = False
-        else:
-            yield finished_outputs(update)
+def class_request(m, class_name, guidance_scale, num_images, *rest) -> chains.ChainRequest:
+    """A ``ChainRequest`` with the classes and guidance of ``class_name`` / ``guidance_scale`` on model ``m``."""
+    labels, n, columns = m.class_request(class_name, num_images)
+    w = (m.guidance_scale if guidance_scale is None else float(guidance_scale)) if labels is not None else None
+    return chains.ChainRequest(n, *rest, class_labels=labels, guidance_scale=w, columns=columns)
 
 
-def idle_scrubber() -> gr.Slider:
-    return gr.Slider(0, 1, value=1, step=1, interactive=False, label="Frame (after the run)")
-
-
-def finished_outputs(done: chains.Finished) -> ChainOutputs:
-    last = len(done.labels) - 1
-    slider = gr.Slider(0, last, value=last, step=1, interactive=True, label=f"Frame: {done.labels[last]}")
-    state = {"animation": str(done.animation), "labels": done.labels}
-    frame = images.animation_frame(done.animation, last)
-    return ChainOutputs(done.grid, str(done.animation), slider, frame, "", state)
-
-
-def sketch_of(image) -> Image.Image:
+def sketch_of(image, one: str = "digit") -> Image.Image:
+    """The drawing on the canvas (``one``: what to draw, for the message when there is none)."""
     if isinstance(image, dict):
         image = image.get("composite")
     if image is None:
-        raise ValueError("draw a digit on the canvas or upload a picture first")
+        raise ValueError(f"draw a {one} on the canvas or upload a picture first")
     return image

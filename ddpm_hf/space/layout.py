@@ -1,24 +1,35 @@
-"""The Space's UI pieces, which ``app.py`` assembles into tabs: styles, inputs, a chain's result view with its Run and
-Stop buttons, two samplers side by side, and the schedule tab's plots and pictures.
+"""The Space's UI pieces, which ``app.py`` assembles into tabs: inputs, a chain's result view with its Run and Stop
+buttons, two samplers side by side, and the schedule tab's plots and pictures (the page's styles and script:
+``page``).
 
+Every event that takes a visitor's numbers checks them first in a small event of its own (``checked_on``, the Run
+buttons' ``run_chain_on``): a bad value is answered with its message alone, and the panels stay as they were.
 Handlers that run the network hold a ZeroGPU device (``gpu``, ``spaces.GPU``); on other hardware that does nothing.
 """
 
 import functools
+from pathlib import Path
 
 import gradio as gr
 import spaces  # before anything starts CUDA (ZeroGPU)
+from PIL import Image
 
 from ..scheduling_ddpm_hf import DDPMHFScheduler
 from . import limits
-from .components import Number, Slider
-from .handlers import ChainOutputs, Handlers
+from .components import Canvas, Seed, Slider
+from .handlers import Handlers
+from .outputs import IDLE_FRAME, ChainOutputs
+from .page import REFUSED, RUN_BUTTON, RUN_ROW, RUN_STATUS
 
 CHAIN = {"concurrency_id": "chain", "concurrency_limit": 1}  # reverse chains: one at a time on a CPU Space
 QUICK = {"concurrency_id": "quick", "concurrency_limit": 4}  # forward, schedule, posterior, bound
-PRIVATE = {"api_visibility": "private", "queue": False}  # the page's own small events
-PNG = {"format": "png", "type": "pil", "interactive": False, "elem_classes": ["picture"]}
-GIF = {"type": "filepath", "interactive": False, "elem_classes": ["picture"]}
+PRIVATE = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}  # small events that cannot fail
+# the checks before an event: queued, as only a queued event's message is shown; its panels show no progress or error
+CHECK = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None}
+BUTTONS = ["download", "fullscreen"]
+PNG = {"format": "png", "type": "pil", "interactive": False, "buttons": BUTTONS, "elem_classes": ["picture"]}
+GIF = {"type": "filepath", "interactive": False, "buttons": BUTTONS, "elem_classes": ["picture"]}
+SMALL_PNG = {**PNG, "buttons": [], "elem_classes": ["picture", "small-picture"]}  # three across on a phone
 EDITOR = {
     "type": "pil",
     "sources": ["upload", "clipboard"],
@@ -27,61 +38,23 @@ EDITOR = {
     "layers": False,
     "format": "png",  # lossless, as a drawing should be (the default is WebP)
 }
+BLACK = Image.new("RGBA", EDITOR["canvas_size"], "black")
+BLANK = {"background": BLACK, "layers": [], "composite": BLACK}  # the drawing canvas, empty
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
-CSS = """
-.picture img { padding-top: 2.2rem; }
-@media (max-width: 640px) { .picture img { padding-top: 3.4rem; } }
-.dark .picture, .dark .picture .image-container { background: transparent; }
-.black-canvas canvas { background: #000; }
-.picture [data-testid="block-label"] { max-width: calc(100% - 6.5rem); white-space: normal; height: auto; }
-.katex-display { overflow-x: auto; overflow-y: hidden; }
-"""
-REFUSED = "-refused"  # an image editor's id + this: its hidden button, pressed when a file put on it is no image
-JS = """
-() => {
-  // A file dropped on (or chosen in) an image editor of class checked-drop is decoded here first. One the browser
-  // cannot read as an image is kept from the editor, which would fail with only a console error, and the editor's
-  // hidden button (id + "-refused") is pressed, so that the app says why and clears the tab's earlier results.
-  const readable = async files => {
-    try { for (const file of files) (await createImageBitmap(file)).close(); return true; } catch { return false; }
-  };
-  const replayed = new WeakSet();
-  const check = (event, files, replay) => {
-    const editor = event.target.closest && event.target.closest('.checked-drop');
-    if (!editor || replayed.has(event) || !files || !files.length) return;
-    event.preventDefault();
-    event.stopImmediatePropagation();
-    readable([...files]).then(ok => {
-      if (ok) { const again = replay(); replayed.add(again); event.target.dispatchEvent(again); return; }
-      event.target.dispatchEvent(new DragEvent('dragleave', {bubbles: true}));
-      if (event.target.type === 'file') event.target.value = '';
-      document.getElementById(editor.id + '-refused')?.click();
-    });
-  };
-  document.addEventListener('drop', event => {
-    const copy = new DataTransfer();  // the event's own files are gone once it has been handled
-    for (const file of event.dataTransfer?.files ?? []) copy.items.add(file);
-    check(event, copy.files, () => new DragEvent('drop', {dataTransfer: copy, bubbles: true, cancelable: true}));
-  }, true);
-  document.addEventListener('change', event => {
-    if (event.target.type === 'file') check(event, event.target.files, () => new Event('change', {bubbles: true}));
-  }, true);
-}
-"""
 # The t sliders end at T − 1 of the chosen model's schedule; until a model is loaded, of the library's default one.
 LAST_T = DDPMHFScheduler().config.num_train_timesteps - 1
 SAMPLER_CHOICES = [(limits.SAMPLER_INFO[name][0], name) for name in limits.SAMPLER_NAMES]
 VARIANCE_CHOICES = [(label, name) for name, label in limits.VARIANCE_LABELS.items()]
 POSTERIOR_PICTURES = (  # (label, alt text) of the posterior step's pictures, in the handler's order
     (
-        ("x₀", "the test image x₀"),
-        ("xₜ", "the test image noised to step t"),
-        ("x̂₀ (predicted)", "the network's prediction of x₀ from xₜ"),
+        ("Clean x₀", "the test image x₀"),
+        ("Noised xₜ", "the test image noised to step t"),
+        ("Guess x̂₀", "the network's prediction of x₀ from xₜ"),
     ),
     (
-        ("μ̃ₜ(xₜ, x₀) (true)", "the true posterior mean, computed from x₀"),
-        ("μθ(xₜ) (model)", "the model's posterior mean, computed from its prediction of x₀"),
-        ("xₜ₋₁ ~ pθ", "one draw of the next, less noisy image from the model"),
+        ("True μ̃ₜ", "the true posterior mean μ̃ₜ(xₜ, x₀), computed from x₀"),
+        ("Model's μθ", "the model's posterior mean μθ(xₜ), computed from its prediction of x₀"),
+        ("Next xₜ₋₁", "one draw of the next, less noisy image xₜ₋₁ from the model"),
     ),
 )
 
@@ -91,9 +64,11 @@ def gpu(fn, duration):
     return spaces.GPU(duration=duration)(fn)
 
 
-def seed_box(label: str = "Seed") -> Number:
+def seed_box(label: str = "Seed") -> Seed:
     low, high = limits.SEED_RANGE
-    return Number(limits.DEFAULT_SEED, label=label, minimum=low, maximum=high, step=1, min_width=120)
+    return Seed(
+        limits.DEFAULT_SEED, label=label, minimum=low, maximum=high, step=1, min_width=120, placeholder="random"
+    )
 
 
 def image_index() -> Slider:
@@ -111,16 +86,53 @@ def t_slider(h: Handlers, picker, low: int, value: int, label: str = "t", **kwar
     return slider
 
 
+def class_controls(h: Handlers, picker, default: str = limits.ALL_CLASSES) -> tuple[gr.Dropdown, Slider]:
+    """A class picker (starting at ``default``) and a guidance slider, shown only for a class-conditional model (set
+    on load and on change)."""
+    with gr.Group(visible=False) as group:
+        choice = gr.Dropdown(
+            [limits.ANY_CLASS, limits.ALL_CLASSES],
+            value=default,
+            allow_custom_value=True,  # the model's class names arrive with the model; the handler checks the value
+            label="Class",
+            info='Which one to draw; "any" lets the model choose',
+        )
+        guidance = Slider(*limits.GUIDANCE_RANGE, value=1, step=0.5, label="Guidance w", info=limits.GUIDANCE_HELP)
+    gr.on(None, functools.partial(h.class_controls, default=default), picker, [group, choice, guidance], **PRIVATE)
+    return choice, guidance
+
+
+def steps_of_sampler(name: str) -> tuple:
+    """A newly chosen sampler's step count, and the variance choice shown only for DDPM."""
+    return gr.Slider(value=limits.default_steps(name)), gr.Radio(visible=name == "ddpm")
+
+
+def drawing_canvas(label: str) -> Canvas:
+    """The Your digit tab's canvas: black, with a white brush, as the training images are (``BLANK`` empties it)."""
+    return Canvas(
+        value=BLANK,
+        label=label,
+        brush=gr.Brush(colors=["#ffffff"], default_size=18, color_mode="fixed"),
+        image_mode="RGBA",
+        elem_id="digit-canvas",
+        elem_classes=["black-canvas", "checked-drop"],
+        **EDITOR,
+    )
+
+
 def refuse_unreadable(h: Handlers, editor_id: str, outputs: list, pictures: int) -> None:
-    """The hidden button ``JS`` presses when a file put on the editor ``editor_id`` is not an image: it shows why in the
-    note (``outputs[0]``) and clears ``pictures`` pictures and the ``ChainOutputs`` that follow it."""
+    """The hidden button ``page.JS`` presses when a file put on the editor ``editor_id`` is not an image: it shows why
+    in the note (``outputs[0]``) and clears ``pictures`` pictures and the ``ChainOutputs`` that follow it."""
     button = gr.Button("The picture could not be read", visible="hidden", elem_id=editor_id + REFUSED)
     button.click(functools.partial(h.picture_refused, pictures), None, outputs, api_visibility="private")
 
 
-def run_and_stop(label: str) -> tuple[gr.Button, gr.Button]:
-    with gr.Row():
-        return gr.Button(label, variant="primary", size="md"), gr.Button("Stop", variant="stop", size="md")
+def run_controls(label: str, status: str = "") -> tuple[gr.Button, gr.Button, gr.Markdown]:
+    """A chain's Run and Stop buttons and its status line (starting with ``status``)."""
+    with gr.Row(elem_classes=[RUN_ROW]):
+        run = gr.Button(label, variant="primary", size="md", min_width=100, elem_classes=[RUN_BUTTON])
+        stop = gr.Button("Stop", variant="stop", size="md", min_width=80)
+    return run, stop, gr.Markdown(status, elem_classes=[RUN_STATUS])
 
 
 def chain_view(h: Handlers, grid_label: str, status: gr.Markdown) -> ChainOutputs:
@@ -130,26 +142,62 @@ def chain_view(h: Handlers, grid_label: str, status: gr.Markdown) -> ChainOutput
     with gr.Row():
         with gr.Column(scale=3, min_width=240):
             animation = gr.Image(
-                label="Denoising: xₜ | predicted x̂₀",
+                label="The run as an animation: now | guessed end",
                 alt_text="Animation of the chain: the noisy images on the left, what they are heading to on the right",
                 **GIF,
             )
         with gr.Column(scale=2, min_width=200):
             frame = gr.Image(label="One frame", alt_text="The frame of the animation chosen with the slider", **PNG)
-            scrubber = Slider(0, 1, value=1, step=1, label="Frame (after the run)", interactive=False)
+            scrubber = Slider(0, 1, value=1, step=1, label="Frame", info=IDLE_FRAME, interactive=False)
     state = gr.State(None)
-    hidden = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None}
-    scrubber.input(h.show_frame, [scrubber, state], [frame, scrubber], **hidden)
+    scrubber.input(h.show_frame, [scrubber, state], [frame, scrubber], **CHECK)
     return ChainOutputs(grid, animation, scrubber, frame, status, state)
 
 
-def run_chain_on(trigger, stop, h: Handlers, fn, inputs: list, shown: list, view: ChainOutputs, api_name, seconds):
-    """``trigger`` (a button's ``click`` or an event's ``then``) runs the chain handler ``fn``, on a GPU for ``seconds``
-    where there is one, showing ``shown`` and ``view``; the queue's word shows on the status line, not over a picture;
-    ``stop`` cancels it and says where it stopped, clearing the panels of the run."""
-    outputs = [*shown, *view]
-    event = trigger(gpu(fn, seconds), inputs, outputs, api_name=api_name, show_progress_on=[view.status], **CHAIN)
-    stop.click(h.stopped, view.state, list(view), cancels=[event], api_visibility="private")
+def checked_on(triggers, h: Handlers, seed: Seed, numbers: list, randomize=None, disable=None, **kwargs):
+    """The check before an event on ``triggers``: the seed it will use, shown in its box (a new one where
+    ``randomize`` is on or the box is empty), and the event's other inputs (``numbers``, uploads) refused with their
+    message when bad, nothing else changed. Chain the event with ``.success``.
+
+    Args:
+        disable: a button to turn off (until the caller turns it on again).
+    """
+    pick = h.pick_seed if randomize is not None else functools.partial(h.pick_seed, False)
+    inputs = [randomize, seed, *numbers] if randomize is not None else [seed, *numbers]
+    if disable is None:
+        return gr.on(triggers, pick, inputs, seed, **kwargs, **CHECK)
+
+    def pick_and_disable(*values):
+        return pick(*values), gr.Button(interactive=False)
+
+    return gr.on(triggers, pick_and_disable, inputs, [seed, disable], **kwargs, **CHECK)
+
+
+def clear_on(trigger, outputs: list) -> None:
+    """Empty ``outputs`` (two or more) on ``trigger``: results of another model."""
+    trigger(lambda: (None,) * len(outputs), None, outputs, **PRIVATE)
+
+
+def run_chain_on(
+    run, stop, h: Handlers, fn, inputs: list, shown: list, view: ChainOutputs, api_name, seconds, randomize=None
+):
+    """``run`` runs the chain handler ``fn``, on a GPU for ``seconds`` where there is one, showing ``shown`` and
+    ``view``; the queue's word shows on the status line, not over a picture; ``stop`` cancels it and says where it
+    stopped, clearing the panels of the run.
+
+    First the run's seed (the ``Seed`` among ``inputs``; a new one where ``randomize``, "New seed each run", is on) is
+    picked and shown and its numbers are checked; Run is off until the chain ends, so the seed in the box is always
+    the one of the result shown.
+    """
+    (seed,) = [x for x in inputs if isinstance(x, Seed)]
+    numbers = [x for x in inputs if isinstance(x, Slider)]
+    picked = checked_on(run.click, h, seed, numbers, randomize, disable=run)
+    event = picked.success(
+        gpu(fn, seconds), inputs, [*shown, *view], api_name=api_name, show_progress_on=[view.status], **CHAIN
+    )
+    for after in (event.then, event.failure):  # after an error or Stop only the second runs
+        after(lambda: gr.Button(interactive=True), None, run, **PRIVATE)
+    stop.click(h.stopped, view.state, list(view), cancels=[event], **CHECK)
     return event
 
 
@@ -160,6 +208,11 @@ def sampler_label(name: str) -> str:
 def compare_samplers(h: Handlers, picker, num_images, seed) -> None:
     """Two samplers from the same x_T (the seed in the box), side by side."""
     with gr.Accordion("Compare two samplers on the same seed", open=False):
+        gr.Markdown(
+            "Both start from the same noise (the seed in the box). The deterministic samplers (DPM-Solver++, DDIM "
+            "with η = 0) turn it into nearly the same pictures; the stochastic ones (DDPM, DPM-Solver++ SDE, DDIM with "
+            "η = 1) add fresh noise at every step, so from the same start they end at different pictures."
+        )
         with gr.Row():
             pairs = []
             for name in limits.COMPARED_SAMPLERS:
@@ -180,7 +233,7 @@ def compare_samplers(h: Handlers, picker, num_images, seed) -> None:
     def seconds(model, num_images, sampler_a, steps_a, sampler_b, steps_b, *args, **kwargs) -> int:
         return limits.gpu_seconds(steps_a) + limits.gpu_seconds(steps_b)
 
-    compare.click(
+    checked_on(compare.click, h, seed, [num_images, a_steps, b_steps]).success(
         gpu(h.compare, seconds),
         [picker, num_images, a, a_steps, b, b_steps, seed],
         [a_grid, b_grid],
@@ -210,7 +263,7 @@ def posterior_pictures() -> list[gr.Image]:
     pictures = []
     for row in POSTERIOR_PICTURES:
         with gr.Row():
-            pictures += [gr.Image(label=label, alt_text=alt, min_width=110, **PNG) for label, alt in row]
+            pictures += [gr.Image(label=label, alt_text=alt, min_width=100, **SMALL_PNG) for label, alt in row]
     return pictures
 
 
@@ -219,9 +272,19 @@ def bound_plot() -> gr.LinePlot:
         x="t",
         y="log10 bits/dim",
         label="bound terms",
-        height=260,
         min_width=280,
         title="Bound terms: L₀, then Lₜ₋₁",
         x_title="t (timestep)",
         y_title="log10 of the term (bits/dim)",
     )
+
+
+def about_page(space_id: str | None) -> None:
+    """The About tab: the paper's equations and how to use the models (``about.md``)."""
+    where = (
+        f'huggingface_hub.snapshot_download("{space_id}", repo_type="space", allow_patterns="models/*")'
+        if space_id
+        else '"."  # a clone of this repository'
+    )
+    text = (Path(__file__).parent / "about.md").read_text()
+    gr.Markdown(text.replace("{where}", where), latex_delimiters=LATEX)

@@ -22,6 +22,12 @@ SAMPLER_HELP = "Every sampler runs the same trained network; DDPM is the paper's
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLER_INFO)  # the dropdown's order
 DEFAULT_SAMPLER = "ddpm"
 DEFAULT_IMAGES = 16
+# Class-conditional models: the class choices besides the class names, and the guidance slider's range.
+ANY_CLASS, ALL_CLASSES = "any", "all classes (one row each)"
+GUIDANCE_RANGE = (0.0, 8.0)
+GUIDANCE_HELP = (
+    "How hard to steer toward the class: 0 ignores it, 1 is the model's plain guess, higher is more typical"
+)
 DEFAULT_SEED = 0
 SDEDIT_STEPS = 100  # the strided DDPM chain of Your digit (a small t runs every timestep below it)
 INPAINT_STEPS = 250  # the strided DDPM chain of Inpaint
@@ -29,10 +35,14 @@ INPAINT_STEPS = 250  # the strided DDPM chain of Inpaint
 # chains from t = 100 to 300 (the style varying more with t), 5 of 8 at t = 400, 2 of 8 at t = 500.
 DIGIT_T, FORGETS_AT = 250, 400
 DIGIT_EXAMPLES = (100, DIGIT_T, FORGETS_AT, 600)  # t from the digit kept to the digit forgotten
+DIGIT_T_HELP = f"below ~{FORGETS_AT}: your drawing, restyled; above: the model's own"
 FORWARD_T, POSTERIOR_T = 300, 200  # the Forward and Schedule tabs' starting t
 EXAMPLE_SEED = 7  # the Sample tab's examples: one seed, three samplers
 EXAMPLE_SAMPLERS = ("ddpm", "sde-dpm++", "dpm++")
-COMPARED_SAMPLERS = ("ddpm", "sde-dpm++")  # the side-by-side view's starting pair
+COMPARED_SAMPLERS = ("dpm++", "ddim")  # the side-by-side view's starting pair: deterministic, so they agree
+# Below this many steps a sampler's result drifts toward a blurred average of the data (one step gives the mean
+# prediction from pure noise); the Sample tab then says so. DDPM and DDIM need the most steps.
+ENOUGH_STEPS = {"ddpm": 20, "ddim": 20, "ddim-eta1": 20, "sde-dpm++": 5, "dpm++": 5}
 ANIMATION_FRAMES = 30  # captured steps in a denoising GIF (plus the starting x)
 PREVIEWS = 20  # streamed grids per run
 BOUND_POINTS = 50  # timesteps of the bound's stratified estimate (and its plotted curve)

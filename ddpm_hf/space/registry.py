@@ -47,12 +47,42 @@ class Model:
     def scheduler(self):
         return self.pipe.scheduler
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """A class-conditional model's class names (its pipeline's config); None for an unconditional model."""
+        return list(self.pipe.config.class_names) if getattr(self.pipe.config, "class_names", None) else None
+
+    @property
+    def guidance_scale(self) -> float | None:
+        """A class-conditional model's default guidance w; None for an unconditional model."""
+        return float(self.pipe.config.guidance_scale) if self.class_names else None
+
+    def class_request(self, choice: str | None, num_images: int) -> tuple[tuple | None, int, int | None]:
+        """The class of each image for a class choice: (labels or None, number of images, grid columns or None).
+
+        "any" (or an unconditional model): no labels; a class name: that class for every image; "all classes":
+        one row per class of ``ceil(num_images / 4)`` images each.
+        """
+        names = self.class_names
+        if not names or choice in (None, "", limits.ANY_CLASS):
+            return None, num_images, None
+        if choice == limits.ALL_CLASSES:
+            per_row = -(-num_images // 4)
+            return tuple(k for k in range(len(names)) for _ in range(per_row)), per_row * len(names), per_row
+        if choice not in names:
+            raise ValueError(
+                f"Class must be one of {limits.ANY_CLASS!r}, {limits.ALL_CLASSES!r} or {', '.join(names)}; "
+                f"got {choice!r}"
+            )
+        return (names.index(choice),) * num_images, num_images, None
+
     def describe(self) -> str:
         n = sum(p.numel() for p in self.pipe.unet.parameters())
         cfg = self.scheduler.config
         trained = f", trained on {data.BUILT_IN[self.dataset].title}" if self.dataset else ""
+        conditional = f", class-conditional ({len(self.class_names)} classes)" if self.class_names else ""
         return (
-            f"{self.size}×{self.size}×{self.channels} images{trained}; UNet of {n / 1e6:.2f}M parameters; "
+            f"{self.size}×{self.size}×{self.channels} images{trained}{conditional}; UNet of {n / 1e6:.2f}M parameters; "
             f"T = {cfg.num_train_timesteps}, {cfg.beta_schedule} β from {cfg.beta_start:g} to {cfg.beta_end:g}; "
             f"on {device().type}"
             + (f", the network running in {ran.replace('_', '-')}" if (ran := speed.describe(self.pipe.unet)) else "")
