@@ -30,7 +30,8 @@ __all__ = ["add_class_embedding", "guided", "is_conditional", "label_tensor", "n
 
 def is_conditional(unet: UNet2DModel) -> bool:
     """Whether the UNet (or the UNet inside a DDP wrapper) takes class labels (a ``num_class_embeds`` embedding)."""
-    return getattr(getattr(unet, "module", unet).config, "num_class_embeds", None) is not None
+    config = getattr(getattr(unet, "module", unet), "config", None)  # any ε-network; a diffusers UNet has a config
+    return getattr(config, "num_class_embeds", None) is not None
 
 
 def num_classes(unet: UNet2DModel) -> int:
@@ -108,7 +109,7 @@ def forward(unet: UNet2DModel, x: torch.Tensor, t, class_labels: torch.Tensor | 
     """ε_θ(x_t, t[, y]) of any UNet: a conditional one given no labels runs with ∅ (its unconditional model)."""
     if class_labels is None and is_conditional(unet):
         class_labels = torch.full((x.shape[0],), null_label(unet), dtype=torch.long, device=x.device)
-    return unet(x, t, class_labels=class_labels).sample
+    return (unet(x, t) if class_labels is None else unet(x, t, class_labels=class_labels)).sample
 
 
 def add_class_embedding(unet: UNet2DModel, classes: int) -> UNet2DModel:
