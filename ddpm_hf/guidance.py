@@ -25,7 +25,15 @@ from .validate import check_float
 Labels = Sequence[int | None] | torch.Tensor | None
 Network = Callable[..., torch.Tensor]  # (x_t, t, class_labels=None) → ε_θ
 
-__all__ = ["add_class_embedding", "guided", "is_conditional", "label_tensor", "null_label", "num_classes"]
+__all__ = [
+    "add_class_embedding",
+    "doubles_batch",
+    "guided",
+    "is_conditional",
+    "label_tensor",
+    "null_label",
+    "num_classes",
+]
 
 
 def is_conditional(unet: UNet2DModel) -> bool:
@@ -79,6 +87,12 @@ def check_guidance(guidance_scale: float | None) -> float | None:
     return guidance_scale
 
 
+def doubles_batch(labels: torch.Tensor | None, null: int, guidance_scale: float | None) -> bool:
+    """Whether guidance needs both predictions, i.e. one forward of the doubled batch [x, x] (``guided``): a
+    labelled batch, not all ∅, with w other than None, 0 and 1."""
+    return labels is not None and guidance_scale not in (None, 0, 1) and not bool((labels == null).all())
+
+
 def guided(network: Network, labels: torch.Tensor | None, null: int, guidance_scale: float | None) -> Network:
     """(x_t, t) → ε̃: the network with classifier-free guidance applied.
 
@@ -91,11 +105,11 @@ def guided(network: Network, labels: torch.Tensor | None, null: int, guidance_sc
     """
     if labels is None:
         return lambda x, t: network(x, t)
-    if guidance_scale is None or guidance_scale == 1 or bool((labels == null).all()):
-        return lambda x, t: network(x, t, labels)
     if guidance_scale == 0:
         unconditional = torch.full_like(labels, null)
         return lambda x, t: network(x, t, unconditional)
+    if not doubles_batch(labels, null, guidance_scale):
+        return lambda x, t: network(x, t, labels)
     both = torch.cat([labels, torch.full_like(labels, null)])
 
     def mix(x: torch.Tensor, t: int) -> torch.Tensor:

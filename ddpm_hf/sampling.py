@@ -21,7 +21,7 @@ from PIL import Image
 
 from . import speed
 from .data import to_uint8
-from .guidance import Labels, check_guidance, guided, label_tensor, null_label
+from .guidance import Labels, check_guidance, doubles_batch, guided, label_tensor, null_label
 from .samplers import SAMPLERS, Precision, Sampler, Variance, autocast, make_sampler
 from .scheduling_ddpm_hf import DDPMHFScheduler, TimestepSpacing
 
@@ -165,8 +165,7 @@ def reverse_chain(
         if x0_known.shape != sample.shape or torch.broadcast_shapes(mask.shape, sample.shape) != sample.shape:
             raise ValueError(f"known=(x0, mask) must match the sample's shape {tuple(sample.shape)}")
     # the UNet's memory format is held while the chain runs: a choice made meanwhile runs in it too
-    doubled = labels is not None and guidance_scale not in (None, 0, 1)
-    batch = sample.shape[0] * (2 if doubled else 1)
+    batch = sample.shape[0] * (2 if doubles_batch(labels, null_label(unet), guidance_scale) else 1)
     with speed.running(unet, batch, precision, autotune=autotune, compile=compile) as (choice, network):
         network = guided(network, labels, null_label(unet), guidance_scale)
         x = sample.to(device=device, dtype=torch.float32).contiguous(memory_format=choice.memory_format)
