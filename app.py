@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ddpm_hf.space import limits, texts
+from ddpm_hf.space import limits, paper, texts
 from ddpm_hf.space.components import Canvas, Picture, Slider
 from ddpm_hf.space.handlers import Handlers
 from ddpm_hf.space.layout import (
@@ -51,7 +51,7 @@ from ddpm_hf.space.layout import (
     t_slider,
 )
 from ddpm_hf.space.page import CSS, JS, RESULT_FIRST, RUN_BUTTON
-from ddpm_hf.space.registry import Registry
+from ddpm_hf.space.registry import Registry, device
 from ddpm_hf.space.traffic import RateLimit, rate_limited
 
 REPO = Path(__file__).resolve().parent
@@ -75,14 +75,14 @@ def sample_seconds(model, num_images, sampler, num_inference_steps, *args, **kwa
 
 
 def model_sources() -> dict[str, str]:
-    """name → local pipeline folder or Hub repo id, the default model first."""
+    """name → local pipeline folder or Hub repo id: the default model first, the paper's own models last."""
     folder = Path(os.environ.get("DDPM_HF_MODELS_DIR") or REPO / "models")
     names = sorted(p.name for p in folder.iterdir() if (p / "model_index.json").is_file()) if folder.is_dir() else []
     names.sort(key=lambda name: name != DEFAULT_MODEL)
     sources = {name: str(folder / name) for name in names}
     if extra := os.environ.get("DDPM_HF_EXTRA_MODEL", "").strip():
         sources[extra] = extra
-    return sources
+    return sources | {m.repo_id: m.repo_id for m in paper.offered(device())}  # the paper's, where the Hub is on
 
 
 def sample_tab(h: Handlers, picker):
@@ -119,6 +119,7 @@ def sample_tab(h: Handlers, picker):
             )
     inputs = [picker, num_images, sampler, steps, variance, seed, choice, guidance]
     run_chain_on(run, stop, h, h.sample, inputs, [], view, "sample", sample_seconds, randomize=randomize)
+    picker.change(h.request_defaults, picker, [num_images, sampler, steps], **PRIVATE)  # sized to the model's cost
     seed.input(h.seed_typed, seed, randomize, preprocess=False, **PRIVATE)  # a typed seed is meant to be replayed
     examples.dataset.click(h.example_chosen, None, [randomize, status], **PRIVATE)
     sampler.change(steps_of_sampler, sampler, [steps, variance], **PRIVATE)
@@ -252,6 +253,7 @@ def schedule_tab(h: Handlers, picker, tab) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             index = image_index()
+            upload = Picture(label="…or upload an image", type="pil", sources=["upload", "clipboard"], height=160)
             t = t_slider(h, picker, 0, limits.POSTERIOR_T)
             variance = gr.Radio(VARIANCE_CHOICES, value=limits.DEFAULT_VARIANCE, label="Variance σₜ² of pθ")
             seed = seed_box("Seed (ε and z)")
@@ -266,18 +268,19 @@ def schedule_tab(h: Handlers, picker, tab) -> None:
     step_numbers = [gr.Number(label="mean_gap", visible=False), gr.Number(label="vb_term", visible=False)]
     bound_numbers = [gr.Number(label=name, visible=False) for name in ("total", "prior", "decoder")]
     gr.on([tab.select], quick(h.schedule), picker, plots, api_name="schedule", **QUICK)
-    step_triggers = [step_button.click, t.change, index.change, seed.submit, tab.select]
-    checked_on(step_triggers, h, seed, [index, t], trigger_mode="always_last").success(
+    upload.upload(h.clear_bad_upload, upload, upload, preprocess=False, **PRIVATE)
+    step_triggers = [step_button.click, t.change, index.change, upload.change, seed.submit, tab.select]
+    checked_on(step_triggers, h, seed, [index, upload, t], trigger_mode="always_last").success(
         quick(gpu(h.posterior, limits.gpu_seconds(1))),
-        [picker, index, t, variance, seed],
+        [picker, index, t, variance, seed, upload],
         [*pictures, step_readout, *step_numbers],
         api_name="posterior",
         trigger_mode="always_last",
         **QUICK,
     )
-    checked_on([bound_button.click, tab.select], h, seed, [index]).success(
+    checked_on([bound_button.click, tab.select], h, seed, [index, upload]).success(
         quick(gpu(h.bound, limits.gpu_seconds(limits.BOUND_POINTS))),
-        [picker, index, variance, seed],
+        [picker, index, variance, seed, upload],
         [curve, bound_readout, *bound_numbers],
         api_name="bound",
         **QUICK,
@@ -292,7 +295,7 @@ def build(h: Handlers) -> gr.Blocks:
         gr.Markdown(texts.HEADER.format(code=code))
         with gr.Row():
             picker = gr.Dropdown(
-                list(h.models.sources),
+                h.models.choices(),
                 value=h.first,
                 label="Model",
                 scale=1,
@@ -314,6 +317,7 @@ def build(h: Handlers) -> gr.Blocks:
                 schedule_tab(h, picker, tab)
             with gr.Tab("About"):
                 about_page(SPACE_ID)
+        blocks.load(h.picker, None, picker, **PRIVATE)  # the paper's models, once the Hub has answered
         on_model = {"triggers": [blocks.load, picker.change], "inputs": picker, "api_visibility": "private"}
         gr.on(fn=h.describe, outputs=model_info, concurrency_limit=None, **on_model)
         texts_of_model = [sample_intro, digit_intro, drawing, canvas]
@@ -335,6 +339,7 @@ demo = build(handlers)
 
 if __name__ == "__main__":
     threading.Thread(target=handlers.prepare_showcase, name="showcase", daemon=True).start()
+    paper.probe_in_background(paper.offered(device()), handlers.models.refuse)  # start-up never waits for the Hub
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     demo.queue(max_size=QUEUE_SIZE).launch(
         theme=theme, css=CSS, js=JS, footer_links=["api"], max_file_size=limits.MAX_UPLOAD_BYTES

@@ -129,14 +129,19 @@ def test_import_builds_the_app_and_loads_no_model():
         "print(json.dumps({'apis': apis, 'models': list(app.handlers.models.sources),\n"
         "                  'loaded': len(app.handlers.models._models)}))\n"
     )
-    env = {**os.environ, "DDPM_HF_MODELS_DIR": str(REPO / "no-such-dir"), "DDPM_HF_EXTRA_MODEL": "someone/ddpm-x"}
+    env = {
+        **os.environ,
+        "DDPM_HF_MODELS_DIR": str(REPO / "no-such-dir"),
+        "DDPM_HF_EXTRA_MODEL": "someone/ddpm-x",
+        "HF_HUB_OFFLINE": "0",  # the paper's CIFAR-10 model is listed (a CPU: not the 256-pixel ones); nothing fetched
+    }
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["apis"] == ["bound", "forward", "inpaint", "posterior", "sample", "schedule", "sdedit"]
-    assert report["models"] == ["someone/ddpm-x"] and report["loaded"] == 0
+    assert report["models"] == ["someone/ddpm-x", "google/ddpm-cifar10-32"] and report["loaded"] == 0
 
 
 def test_models_offered_and_api_parameters(client):
@@ -158,8 +163,8 @@ def test_models_offered_and_api_parameters(client):
         "/inpaint": ["model", "image", "num_images", "seed"],
         "/forward": ["model", "image_index", "image", "t", "seed"],
         "/schedule": ["model"],
-        "/posterior": ["model", "image_index", "t", "variance", "seed"],
-        "/bound": ["model", "image_index", "variance", "seed"],
+        "/posterior": ["model", "image_index", "t", "variance", "seed", "image"],
+        "/bound": ["model", "image_index", "variance", "seed", "image"],
     }
     assert api["/sample"]["parameters"][0]["python_type"]["type"] == f"Literal['{MODEL}', '{GUIDED}', '{HUB_MODEL}']"
     forward = {p["parameter_name"]: p for p in api["/forward"]["parameters"]}

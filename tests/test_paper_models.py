@@ -11,31 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from diffusers import DDPMScheduler, UNet2DModel
 from hub_emulator import HubEmulator
 
 REPO_ID = "google/ddpm-cifar10-32"
-# The CIFAR-10 model's layout (diffusers' conversion of Ho et al.'s checkpoint), at a quarter of its widths.
-CIFAR_LAYOUT = {
-    "sample_size": 32,
-    "in_channels": 3,
-    "out_channels": 3,
-    "block_out_channels": (32, 64, 64, 64),
-    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    "layers_per_block": 2,
-    "flip_sin_to_cos": False,
-    "freq_shift": 1,
-    "downsample_padding": 0,
-    "norm_eps": 1e-6,
-    "norm_num_groups": 32,
-}
-INDEX = {
-    "_class_name": "DDPMPipeline",
-    "_diffusers_version": "0.1.1",
-    "scheduler": ["diffusers", "DDPMScheduler"],
-    "unet": ["diffusers", "UNet2DModel"],
-}
+
 CLIENT = r"""
 import json, sys
 import torch
@@ -70,21 +49,9 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def flat_repo_files(tmp_path_factory) -> dict[str, bytes]:
-    folder = tmp_path_factory.mktemp("cifar-layout")
-    import torch
-
-    torch.manual_seed(0)
-    UNet2DModel(**CIFAR_LAYOUT).save_pretrained(folder, safe_serialization=True)
-    DDPMScheduler(variance_type="fixed_large", clip_sample=True).save_pretrained(folder)
-    (folder / "model_index.json").write_text(json.dumps(INDEX))
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-
-
 @pytest.mark.timeout(600)
-def test_the_papers_cifar10_repo_runs_with_this_scheduler_as_diffusers_does(tmp_path, flat_repo_files):
-    assert set(flat_repo_files) == {
+def test_the_papers_cifar10_repo_runs_with_this_scheduler_as_diffusers_does(tmp_path, cifar_repo_files):
+    assert set(cifar_repo_files) == {
         "config.json",
         "diffusion_pytorch_model.safetensors",
         "scheduler_config.json",
@@ -92,7 +59,7 @@ def test_the_papers_cifar10_repo_runs_with_this_scheduler_as_diffusers_does(tmp_
     }
     base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
     with HubEmulator() as hub:
-        hub.add_repo(REPO_ID, files=flat_repo_files)
+        hub.add_repo(REPO_ID, files=cifar_repo_files)
         env = {**base, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "NO_PROXY": "127.0.0.1"}
         proc = subprocess.run(
             [sys.executable, "-c", CLIENT, REPO_ID],

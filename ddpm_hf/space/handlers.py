@@ -3,6 +3,7 @@
 Each handler's parameter names are its API parameter names. ``ValueError`` messages reach the user as ``gr.Error``.
 """
 
+import math
 import random
 import threading
 import time
@@ -10,7 +11,7 @@ import time
 import gradio as gr
 from PIL import Image
 
-from . import chains, images, limits, texts, views
+from . import chains, costs, images, limits, paper, texts, views
 from .components import user_errors
 from .outputs import ChainOutputs, finished_outputs, frame_info, stream
 from .registry import Registry
@@ -45,11 +46,11 @@ class Handlers:
         class-conditional model draws ``class_name`` ("any", "all classes (one row each)" or a class) with
         classifier-free guidance ``guidance_scale`` (None: the model's default); other models ignore both."""
         m = self.models.get(model)
-        request = class_request(
+        request, capped = class_request(
             m, class_name, guidance_scale, num_images, sampler, num_inference_steps, variance, seed
         )
-        hint = texts.few_steps_hint(texts.Subject.of(m), sampler, num_inference_steps)
-        yield from stream(chains.run_chain(m, request), progress, done_line=hint)
+        hint = texts.few_steps_hint(texts.Subject.of(m), sampler, request.num_inference_steps)
+        yield from stream(chains.run_chain(m, request), progress, done_line=" ".join(filter(None, (capped, hint))))
 
     def pick_seed(self, randomize, seed, *checked):
         """The seed a run will use, shown in its box so that it can be replayed: a new one when ``randomize`` is on,
@@ -110,16 +111,17 @@ class Handlers:
         model steers the way back toward ``class_name`` with guidance ``guidance_scale``."""
         m = self.models.get(model)
         one = texts.Subject.of(m).one
-        x0, note = images.to_x0(sketch_of(image, one), m.size, m.channels, white_on_black=m.dataset is not None)
+        x0, note = images.to_x0(sketch_of(image, one), m.size, m.channels, white_on_black=m.grey)
         if float(x0.max() - x0.min()) < 0.1:
             raise ValueError(f"the drawing is empty: draw a {one} in white on the black canvas, or upload a picture")
         t = views.check_t(t, m.scheduler)
         T = m.scheduler.config.num_train_timesteps
         steps = limits.SDEDIT_STEPS if t >= T // limits.SDEDIT_STEPS else T  # below one stride: every timestep
-        request = class_request(
-            m, class_name, guidance_scale, num_images, "ddpm", steps, limits.DEFAULT_VARIANCE, seed
+        request, capped = class_request(
+            m, class_name, guidance_scale, num_images, "ddpm", steps, limits.DEFAULT_VARIANCE, seed, start=t
         )
-        shown = images.picture(x0), views.forward_process(m.scheduler, x0, t, seed).x_t, note or "used as drawn"
+        note = "; ".join(filter(None, (note, capped))) or "used as drawn"
+        shown = images.picture(x0), views.forward_process(m.scheduler, x0, t, seed).x_t, note
         yield *shown, *ChainOutputs.unchanged()
         for outputs in stream(chains.run_chain(m, request, x0, start_timestep=t), progress, start_timestep=t):
             yield *shown, *outputs  # every update carries them: a client's result is the last update
@@ -130,12 +132,15 @@ class Handlers:
         m = self.models.get(model)
         if image is None or image.get("background") is None:
             raise ValueError("load a test image or upload one, then paint over the part to regenerate")
-        x0, note = images.to_x0(image["background"], m.size, m.channels, white_on_black=m.dataset is not None)
+        x0, note = images.to_x0(image["background"], m.size, m.channels, white_on_black=m.grey)
         painted = images.mask_of(image["layers"][0] if image.get("layers") else None, m.size)
         if painted.sum() == 0:
             raise ValueError("paint over the part of the picture to regenerate (the brush tool), then press Inpaint")
-        request = chains.ChainRequest(num_images, "ddpm", limits.INPAINT_STEPS, limits.DEFAULT_VARIANCE, seed)
-        shown = images.picture(x0 * (1 - painted)), note or "used as given"  # the part to regenerate shows grey
+        request, capped = class_request(
+            m, None, None, num_images, "ddpm", limits.INPAINT_STEPS, limits.DEFAULT_VARIANCE, seed
+        )
+        note = "; ".join(filter(None, (note, capped))) or "used as given"
+        shown = images.picture(x0 * (1 - painted)), note  # the part to regenerate shows grey
         yield *shown, *ChainOutputs.unchanged()
         for outputs in stream(chains.run_chain(m, request, x0, keep=1 - painted), progress):
             yield *shown, *outputs
@@ -218,25 +223,55 @@ class Handlers:
         return tables["rates"], tables["variances"], tables["snr"]
 
     @user_errors
-    def posterior(self, model, image_index, t, variance, seed):
-        """x_0, x_t, x̂_0, μ̃_t, μ_θ and a draw of x_{t−1}; RMS(μ̃_t − μ_θ) and L_{t−1} in bits/dim."""
+    def posterior(self, model, image_index, t, variance, seed, image=None):
+        """x_0 (test image ``image_index``, or the uploaded ``image``), x_t, x̂_0, μ̃_t, μ_θ and a draw of x_{t−1};
+        RMS(μ̃_t − μ_θ) and L_{t−1} in bits/dim."""
         m = self.models.get(model)
-        out = views.posterior_step(m, images.choose_x0(m, image_index, None)[0], t, variance, seed)
+        out = views.posterior_step(m, images.choose_x0(m, image_index, image)[0], t, variance, seed)
         return *out.pictures, out.readout(int(t)), out.mean_gap, out.vb_term
 
     @user_errors
-    def bound(self, model, image_index, variance, seed):
-        """The bound's terms by t (a plot), and L, L_T, L_0 in bits/dim, from one evaluation."""
+    def bound(self, model, image_index, variance, seed, image=None):
+        """The bound's terms by t (a plot), and L, L_T, L_0 in bits/dim, from one evaluation, for test image
+        ``image_index`` or the uploaded ``image``."""
         m = self.models.get(model)
-        out = views.bound_terms(m, images.choose_x0(m, image_index, None)[0], variance, seed)
+        out = views.bound_terms(m, images.choose_x0(m, image_index, image)[0], variance, seed)
         return out.curve, out.readout(), out.total, out.prior, out.decoder
 
-    def describe(self, model) -> str:
-        """One line on the chosen model (loading it), or why it cannot be used; never an error pop-up."""
+    def describe(self, model):
+        """One line on the chosen model (loading it: first a line saying it is downloading, for one of the paper's
+        models), or why it cannot be used; never an error pop-up."""
+        if downloading := self.downloading(model):
+            yield downloading
         try:
-            return self.models.get(model).describe()
+            yield self.models.get(model).describe()
         except ValueError as e:
-            return f"**{model or 'no model'}** cannot be used: {e}"
+            yield f"**{model or 'no model'}** cannot be used: {e}"
+
+    def downloading(self, model) -> str:
+        """ "Loading the paper's CIFAR-10 model from the Hub (143 MB the first time)…" while one of the paper's models
+        is not loaded yet; "" otherwise."""
+        known = paper.BY_REPO.get(model)
+        if (
+            known is None
+            or model not in self.models.sources
+            or model in self.models.refused
+            or self.models.loaded(model)
+        ):
+            return ""
+        return f"**{model}**: {known.downloading()}"
+
+    def picker(self):
+        """The model picker's choices as they are now: the paper's models marked once the Hub has not answered."""
+        return gr.Dropdown(choices=self.models.choices())
+
+    def request_defaults(self, model):
+        """The Sample tab's images, sampler and steps for ``model``: its default request, sized to its cost."""
+        m = self._loaded(model)
+        if m is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        sized = m.default_request()
+        return sized.num_images, sized.sampler, sized.num_inference_steps
 
     def model_texts(self, model) -> tuple:
         """The words that depend on what ``model`` draws: the Sample tab's explanation, the Your digit tab's
@@ -254,14 +289,17 @@ class Handlers:
         """The Sample tab for a newly chosen model: its start-up result where it has one, else no result of the other
         model, and a line saying what Sample does.
 
-        Returns:
-            ``ChainOutputs``.
+        Yields:
+            ``ChainOutputs`` (first a line saying that one of the paper's models is downloading).
         """
         done = self._showcase.get(model)
         if done:
-            return finished_outputs(done)
+            yield finished_outputs(done)
+            return
+        if downloading := self.downloading(model):
+            yield ChainOutputs.cleared()._replace(status=downloading)
         line = texts.ready_to_sample(model, texts.Subject.of(self._loaded(model)))
-        return ChainOutputs.cleared()._replace(status=line)
+        yield ChainOutputs.cleared()._replace(status=line)
 
     def cleared(self, pictures: int = 0) -> tuple:
         """A tab's results made with another model: an empty note, ``pictures`` Nones and ``ChainOutputs`` cleared."""
@@ -299,7 +337,7 @@ class Handlers:
         is done."""
         try:
             model = self.models.get(self.first)
-            request = class_request(
+            request, _ = class_request(
                 model,
                 limits.ALL_CLASSES,
                 None,
@@ -339,11 +377,25 @@ class Handlers:
         yield finished_outputs(done) if done else ChainOutputs.unchanged()._replace(status="")
 
 
-def class_request(m, class_name, guidance_scale, num_images, *rest) -> chains.ChainRequest:
-    """A ``ChainRequest`` with the classes and guidance of ``class_name`` / ``guidance_scale`` on model ``m``."""
+def class_request(
+    m, class_name, guidance_scale, num_images, sampler, steps, variance, seed, start=None
+) -> tuple[chains.ChainRequest, str]:
+    """A ``ChainRequest`` with the classes and guidance of ``class_name`` / ``guidance_scale`` on model ``m``, sized to
+    the model's cost (``costs.fit``); and what was capped, if anything ("" when nothing was).
+
+    ``start``: SDEdit's t, from which a chain of ``steps`` strided steps runs only its last ``steps · t / T``.
+    """
     labels, n, columns = m.class_request(class_name, num_images)
     w = (m.guidance_scale if guidance_scale is None else float(guidance_scale)) if labels is not None else None
-    return chains.ChainRequest(n, *rest, class_labels=labels, guidance_scale=w, columns=columns)
+    T = m.scheduler.config.num_train_timesteps
+    runs = steps if start is None else max(1, min(steps, math.ceil((start + 1) * steps / T)))
+    forwards = 2 if labels is not None and w not in (0, 1) else 1
+    sized = costs.fit(m.cost, n, sampler, runs, forwards, shrink_images=columns is None)
+    if sized.num_inference_steps != runs:
+        steps = max(1, steps * sized.num_inference_steps // runs)
+    labels = labels[: sized.num_images] if labels is not None else None
+    request = chains.ChainRequest(sized.num_images, sampler, steps, variance, seed, labels, w, columns)
+    return request, sized.note
 
 
 def sketch_of(image, one: str = "digit") -> Image.Image:

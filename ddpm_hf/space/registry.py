@@ -17,7 +17,7 @@ from huggingface_hub import ModelCard
 
 from .. import data, speed
 from ..pipeline_io import load_pipeline
-from . import limits
+from . import costs, limits, paper
 
 RETRY_SECONDS = 600.0
 
@@ -33,6 +33,7 @@ class Model:
     name: str
     pipe: object
     dataset: str | None
+    cost: costs.Cost | None = None  # a reverse step's seconds here, measured when loaded
 
     @property
     def size(self) -> int:
@@ -76,16 +77,33 @@ class Model:
             )
         return (names.index(choice),) * num_images, num_images, None
 
+    @property
+    def paper_model(self) -> paper.PaperModel | None:
+        """The paper's model this is (a ``google/ddpm-*`` repo), or None."""
+        return paper.BY_REPO.get(self.name)
+
+    @property
+    def grey(self) -> bool:
+        """A one-channel model of white-on-black pictures (the built-in datasets): drawn on a black canvas."""
+        return self.channels == 1 and self.dataset in data.BUILT_IN
+
+    def default_request(self) -> costs.Sized:
+        """The Sample tab's starting request, sized to this model's measured cost."""
+        return costs.default_request(self.cost, guided=bool(self.class_names))
+
     def describe(self) -> str:
         n = sum(p.numel() for p in self.pipe.unet.parameters())
         cfg = self.scheduler.config
         trained = f", trained on {data.BUILT_IN[self.dataset].title}" if self.dataset else ""
+        if self.paper_model:
+            trained = f", the paper's {self.paper_model.title} model"
         conditional = f", class-conditional ({len(self.class_names)} classes)" if self.class_names else ""
         return (
             f"{self.size}×{self.size}×{self.channels} images{trained}{conditional}; UNet of {n / 1e6:.2f}M parameters; "
             f"T = {cfg.num_train_timesteps}, {cfg.beta_schedule} β from {cfg.beta_start:g} to {cfg.beta_end:g}; "
             f"on {device().type}"
             + (f", the network running in {ran.replace('_', '-')}" if (ran := speed.describe(self.pipe.unet)) else "")
+            + (f"; one step of one image takes {self.cost.step_seconds(1):.2f} s here" if self.cost else "")
         )
 
 
@@ -110,13 +128,27 @@ def test_images(dataset: str) -> torch.Tensor:
 
 
 class Registry:
-    """Models by name; ``get`` loads on first use. Clients name models, never paths."""
+    """Models by name; ``get`` loads on first use. Clients name models, never paths. A model ``refuse``d (one of the
+    paper's that the Hub did not answer for) says why instead of loading."""
 
     def __init__(self, sources: dict[str, str]):
         self.sources = dict(sources)
+        self.refused: dict[str, str] = {}  # name → why it cannot be had here
         self._models: dict[str, Model] = {}
         self._failed: dict[str, tuple[float, str]] = {}
         self._locks = {name: threading.Lock() for name in self.sources}
+
+    def refuse(self, reasons: dict[str, str]) -> None:
+        self.refused.update({name: why for name, why in reasons.items() if name in self.sources})
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, name) of each model offered, for the picker: the paper's with what they are, or that the Hub did
+        not answer for them."""
+        labels = {m.repo_id: m.label(m.repo_id in self.refused) for m in paper.PAPER_MODELS}
+        return [(labels.get(name, name), name) for name in self.sources]
+
+    def loaded(self, name) -> bool:
+        return name in self._models
 
     def get(self, name) -> Model:
         if name not in self.sources:
@@ -126,6 +158,8 @@ class Registry:
         with self._locks[name]:
             if name in self._models:
                 return self._models[name]
+            if name in self.refused:
+                raise ValueError(f"{name} cannot be loaded: {self.refused[name]}")
             failed = self._failed.get(name)
             if failed and time.monotonic() - failed[0] < RETRY_SECONDS:
                 raise ValueError(failed[1])
@@ -137,7 +171,8 @@ class Registry:
                 self._failed[name] = (time.monotonic(), message)
                 raise ValueError(message) from None
             pipe.unet.to(device())
+            cost = costs.measure(pipe.unet, pipe.scheduler)
             if speed.compile_requested():
                 speed.compile_in_background(pipe.unet, limits.DEFAULT_IMAGES)
-            self._models[name] = Model(name, pipe, card_dataset(source))
+            self._models[name] = Model(name, pipe, card_dataset(source), cost)
             return self._models[name]

@@ -20,9 +20,14 @@ class Subject:
     one: str
     many: str
 
+    grey: bool = True  # white-on-black pictures, drawn on a black canvas; else photos, uploaded in colour
+
     @classmethod
     def of(cls, model: Model | None) -> "Subject":
-        return cls(*NOUNS.get(model.dataset if model else None, PICTURES))
+        if model is not None and model.paper_model is not None:
+            return cls(*model.paper_model.nouns, grey=False)
+        grey = model is None or model.grey
+        return cls(*NOUNS.get(model.dataset if model else None, PICTURES), grey=grey)
 
 
 def how_it_works(subject: Subject) -> str:
@@ -35,7 +40,15 @@ def how_it_works(subject: Subject) -> str:
 
 
 def draw_and_denoise(subject: Subject) -> str:
-    """The Your digit tab's instructions (where the model forgets the drawing: measured on digits)."""
+    """The Your digit tab's instructions (where the model forgets the drawing: measured on digits); for a colour
+    model, "your picture": an uploaded photo, resized and centre-cropped (SDEdit)."""
+    if not subject.grey:
+        return (
+            f"Upload a photo (or draw on the canvas); it is resized and centre-cropped to the model's size. Pick how "
+            f"much noise to add ($t$), and let the model take the noise away again: a small $t$ keeps your picture "
+            f"and redraws its details; with a large $t$ the model forgets it and draws {subject.many} of its own "
+            "(SDEdit, Meng et al. 2022)."
+        )
     forgets = f"above about $t = {limits.FORGETS_AT}$" if subject.one == NOUNS["mnist"][0] else "with a large $t$"
     return (
         f"Draw a {subject.one} (white on black, like the training images) or upload a picture, pick how much noise to "
@@ -46,6 +59,8 @@ def draw_and_denoise(subject: Subject) -> str:
 
 def drawing_label(subject: Subject) -> str:
     """The Your digit tab's name and its canvas's label."""
+    if not subject.grey:
+        return "Your picture"
     return f"Your {subject.one}" if subject.one != PICTURES[0] else "Your drawing"
 
 
