@@ -70,11 +70,13 @@ def about(seconds: float | None) -> str:
 
 @dataclass
 class Finished:
-    """The result grid, the denoising GIF and one label per GIF frame ("step 12 of 32, t = 390")."""
+    """The result grid, the denoising GIF, one label per GIF frame ("step 12 of 32, t = 390") and the result batch
+    itself (B, C, H, W) in [-1, 1] on the CPU."""
 
     grid: Image.Image
     animation: Path
     labels: list[str]
+    result: torch.Tensor | None = None
 
 
 def run_chain(
@@ -84,6 +86,8 @@ def run_chain(
     start_timestep: int | None = None,
     keep: torch.Tensor | None = None,
     rotate: bool = True,
+    x_t: torch.Tensor | None = None,
+    same_noise: bool = False,
 ) -> Iterator[Progress | Finished]:
     """Stream one reverse chain.
 
@@ -95,13 +99,25 @@ def run_chain(
         keep: inpainting mask (1, 1, H, W), 1 where x0 is kept; elsewhere the model fills in (RePaint without
             resampling, Lugmayr et al. 2022).
         rotate: False for the GIF of the result shown on arrival, which no later request may rotate out.
+        x_t: the starting batch itself (num_images, C, H, W) at ``start_timestep``, instead of a draw of
+            q(x_t | x0): one x_t shared by every chain, or pictures mixed in the noised space (Ho et al. 2020, figs.
+            7 and 8). Each chain's noise after it is the noise it draws when it starts from its own x_T or x_t.
+        same_noise: every chain draws the same noise (each image's generator seeded ``request.seed``, not
+            ``seed + i``): the images then differ only by where they start.
 
     Yields:
         ``Progress`` every few steps, then one ``Finished``.
     """
     unet, n, steps = model.pipe.unet, request.num_images, request.num_inference_steps
-    generators = seed_generators(request.seed, n)
-    x = initial_noise(unet, n, generators)
+    if same_noise:
+        generators = [torch.Generator().manual_seed(request.seed) for _ in range(n)]
+    else:
+        generators = seed_generators(request.seed, n)
+    x = initial_noise(unet, n, generators)  # drawn also when x_t is given: the chains' noise then comes after it
+    if x_t is not None:
+        if x0 is not None or start_timestep is None or tuple(x_t.shape) != tuple(x.shape):
+            raise ValueError(f"x_t must be a batch of shape {tuple(x.shape)} at a start_timestep, without x0")
+        x = x_t.to(x.device, x.dtype)
     known = None
     if x0 is not None:
         x0 = x0.to(x.device, x.dtype).expand(n, -1, -1, -1)
@@ -149,7 +165,7 @@ def run_chain(
     ]
     frames = pictures.denoising_frames(trajectory, nrow, animation_scale(size))
     gif = pictures.save_gif(frames, new_file(".gif", rotate=rotate))
-    yield Finished(picture(result, grid_scale(size), nrow=nrow), gif, labels)
+    yield Finished(picture(result, grid_scale(size), nrow=nrow), gif, labels, result)
 
 
 def preview(step: ChainStep, nrow: int, size: int) -> Image.Image:
