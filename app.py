@@ -1,10 +1,13 @@
-"""Gradio Space for ddpm-hf: sample a DDPM (Ho et al. 2020), send your own digit through the chain, inpaint, and
-explore the forward process, the schedule, the posterior and the variational bound.
+"""Gradio Space for ddpm-hf: sample a DDPM (Ho et al. 2020), send your own digit or picture through the chain,
+inpaint, explore the forward process, the schedule, the posterior and the variational bound, and run the paper's
+figures 7 (samples sharing one x_t) and 8 (interpolation) live, on the shipped models and the paper's own.
 
 ``python app.py`` serves it on 127.0.0.1:7860 (``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` override that).
 The models offered are the subfolders of ``$DDPM_HF_MODELS_DIR`` (default: ``models/`` beside this file) that hold a
-``model_index.json``, plus the Hub repo ``$DDPM_HF_EXTRA_MODEL`` if set; clients pick a model by name, never by path.
-Models load on first use; at start-up the first one loads and samples the default request, which the page shows on
+``model_index.json``, plus the Hub repo ``$DDPM_HF_EXTRA_MODEL`` if set, plus the paper's own models on the Hub
+(``ddpm_hf.space.paper``: those that can answer on this hardware) unless ``HF_HUB_OFFLINE=1``; clients pick a model by
+name, never by path. Requests are sized by each model's measured cost (``ddpm_hf.space.costs``). Models load on first
+use; at start-up the first one loads and samples the default request, which the page shows on
 arrival. Reverse chains run one at a time; the quick endpoints have their own slots and a per-client rate limit. On
 ZeroGPU hardware the handlers that run the network hold a GPU (``spaces.GPU``); elsewhere that decorator does nothing.
 The README lists the API.
@@ -19,6 +22,8 @@ import gradio as gr
 
 from ddpm_hf.space import limits, paper, texts
 from ddpm_hf.space.components import Canvas, Picture, Slider
+from ddpm_hf.space.figures import FigureHandlers
+from ddpm_hf.space.figures_tab import figures_tab
 from ddpm_hf.space.handlers import Handlers
 from ddpm_hf.space.layout import (
     BLANK,
@@ -315,6 +320,8 @@ def build(h: Handlers) -> gr.Blocks:
                 forward_tab(h, picker, tab)
             with gr.Tab("Posterior") as tab:
                 schedule_tab(h, picker, tab)
+            with gr.Tab("Paper figures"):
+                figures_tab(h, FigureHandlers(h.models), picker)
             with gr.Tab("About"):
                 about_page(SPACE_ID)
         blocks.load(h.picker, None, picker, **PRIVATE)  # the paper's models, once the Hub has answered

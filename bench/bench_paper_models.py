@@ -21,6 +21,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from ddpm_hf import load_pipeline, sample, speed
+from ddpm_hf.samplers import cpu_has_native_bf16
 from ddpm_hf.space import costs, limits
 
 FLAGS = {"flip_sin_to_cos": False, "freq_shift": 1, "downsample_padding": 0, "norm_eps": 1e-6, "layers_per_block": 2}
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, native bf16: {speed.cpu_has_native_bf16()}")
+    print(f"torch {torch.__version__}, {args.threads} threads, native bf16: {cpu_has_native_bf16()}")
     sampler, steps = costs.FAST_SAMPLER, limits.default_steps(costs.FAST_SAMPLER)
     print(
         f"| model | parameters | one step: fixed + per image | 1 image, {sampler} {steps} steps | ran as | "

@@ -140,7 +140,17 @@ def test_import_builds_the_app_and_loads_no_model():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["apis"] == ["bound", "forward", "inpaint", "posterior", "sample", "schedule", "sdedit"]
+    assert report["apis"] == [
+        "bound",
+        "forward",
+        "inpaint",
+        "interpolate",
+        "posterior",
+        "sample",
+        "schedule",
+        "sdedit",
+        "shared_xt",
+    ]
     assert report["models"] == ["someone/ddpm-x", "google/ddpm-cifar10-32"] and report["loaded"] == 0
 
 
@@ -165,6 +175,8 @@ def test_models_offered_and_api_parameters(client):
         "/schedule": ["model"],
         "/posterior": ["model", "image_index", "t", "variance", "seed", "image"],
         "/bound": ["model", "image_index", "variance", "seed", "image"],
+        "/shared_xt": ["model", "image_index", "image", "t", "num_images", "seed"],
+        "/interpolate": ["model", "index_a", "index_b", "image_a", "image_b", "t", "mix", "seed"],
     }
     assert api["/sample"]["parameters"][0]["python_type"]["type"] == f"Literal['{MODEL}', '{GUIDED}', '{HUB_MODEL}']"
     forward = {p["parameter_name"]: p for p in api["/forward"]["parameters"]}

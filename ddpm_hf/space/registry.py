@@ -171,7 +171,10 @@ class Registry:
                 self._failed[name] = (time.monotonic(), message)
                 raise ValueError(message) from None
             pipe.unet.to(device())
-            cost = costs.measure(pipe.unet, pipe.scheduler)
+            try:
+                cost = costs.measure(pipe.unet, pipe.scheduler)
+            except RuntimeError:  # a device that only runs inside a request (ZeroGPU): the app's fixed limits hold
+                cost = None
             if speed.compile_requested():
                 speed.compile_in_background(pipe.unet, limits.DEFAULT_IMAGES)
             self._models[name] = Model(name, pipe, card_dataset(source), cost)
