@@ -184,11 +184,19 @@ class HubEmulator:
         return state.head
 
     # Route handlers. Keyword arguments: the regex groups, authorized, query, body and (repo routes) commit.
-    def add_repo(self, repo_id: str, private: bool = False, files: dict[str, bytes] | None = None) -> None:
-        """Create ``repo_id`` (a model repo with one commit holding ``files``, none by default), as if someone had
-        created it on the Hub."""
+    def add_repo(
+        self,
+        repo_id: str,
+        private: bool = False,
+        files: dict[str, bytes] | None = None,
+        repo_type: Literal["model", "dataset", "space"] = "model",
+    ) -> None:
+        """Create ``repo_id`` (a ``repo_type`` repo, a model by default, with one commit holding ``files``, none by
+        default), as if someone had created it on the Hub."""
+        if repo_type not in ("model", "dataset", "space"):
+            raise ValueError(f"repo_type must be 'model', 'dataset' or 'space', got {repo_type!r}")
         with self._lock:
-            self._state[repo_id] = _Repo(type="model", private=private)
+            self._state[repo_id] = _Repo(type=repo_type, private=private)
             self._add_commit(repo_id, dict(files or {}), set(), "initial commit")
 
     def _whoami(self, role: str, **_: object) -> Response:

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from .. import data, pictures
 from ..validate import check_int
 from .limits import MAX_UPLOAD_PIXELS
-from .registry import Model, test_images
+from .registry import Model
 
 KEEP_FILES = 64
 NOT_AN_IMAGE = "the upload is not an image this app can read: use a PNG, JPEG, WebP or GIF file"
@@ -61,14 +61,13 @@ def to_x0(image: Image.Image, size: int, channels: int, white_on_black: bool) ->
 
 
 def choose_x0(model: Model, index, upload: Image.Image | None) -> tuple[torch.Tensor, str]:
-    """x_0 (1, C, H, W) from the upload if there is one, else test image ``index`` of the model's dataset; and a note
-    of what was done to the upload."""
+    """x_0 (1, C, H, W) from the upload if there is one, else test image ``index`` of the model's test images
+    (``Model.test_sample``: its built-in dataset's, or CIFAR-10's from the Hub); and a note of what was done to the
+    upload. A ValueError where the model has no test images and nothing was uploaded."""
     grayscale_digits = model.dataset in data.BUILT_IN
     if upload is not None:
         return to_x0(upload, model.size, model.channels, white_on_black=grayscale_digits)
-    if model.dataset is None:
-        raise ValueError(f"model {model.name!r} names no built-in dataset in its card: upload an image instead")
-    images = test_images(model.dataset)
+    images = model.test_sample()
     pixels = images[check_int("test image index", index, 0, len(images) - 1)]
     if tuple(pixels.shape) != (model.channels, model.size, model.size):
         return to_x0(Image.fromarray(pixels[0].numpy()), model.size, model.channels, white_on_black=False)

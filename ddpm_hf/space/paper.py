@@ -5,7 +5,8 @@ cat and of CelebA-HQ (about 114M parameters each); Google's conversions to diffu
 below. The Space lists those that can answer on its hardware (``offered``), none with ``HF_HUB_OFFLINE=1``; each
 loads on first use. ``probe`` asks the Hub, in a background thread, which it can reach; start-up never waits for it,
 and an unreachable model then says why instead of loading. The download sizes are the float32 weights (4 bytes a
-parameter).
+parameter). The CIFAR-10 model's test images are CIFAR-10's own test split, from the dataset repo ``uoft-cs/cifar10``
+(``hub_images``), fetched the first time a tab asks for one.
 """
 
 import logging
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from huggingface_hub import HfApi, constants
 
+from . import hub_images
+
 logger = logging.getLogger(__name__)
 
 PROBE_SECONDS = 5.0  # per request to the Hub
@@ -23,13 +26,15 @@ PROBE_SECONDS = 5.0  # per request to the Hub
 
 @dataclass(frozen=True)
 class PaperModel:
-    """One of the paper's models: its repo id, what it draws (one, many), its download in MB and its image side."""
+    """One of the paper's models: its repo id, what it draws (one, many), its download in MB, its image side and where
+    its test images are on the Hub (dataset repo, parquet file), if anywhere."""
 
     repo_id: str
     title: str
     nouns: tuple[str, str]
     megabytes: int
     size: int
+    test_images: tuple[str, str] | None = None
 
     def label(self, unreachable: bool = False) -> str:
         """The picker's label: the repo id, then what it is (or that the Hub cannot be reached for it)."""
@@ -39,9 +44,35 @@ class PaperModel:
     def downloading(self) -> str:
         return f"Loading the paper's {self.title} model from the Hub ({self.megabytes} MB to download the first time)…"
 
+    def fetch_test_images(self) -> torch.Tensor:
+        """uint8 (N, 3, size, size) test images of this model's dataset, from the Hub (``hub_images``).
+
+        Raises:
+            ValueError: the model has none, or they could not be fetched or read (no network, Hub off, a bad file):
+                the message says so and asks for an upload.
+        """
+        if self.test_images is None:
+            raise ValueError(f"the paper's {self.title} model has no test images here: upload an image instead")
+        repo_id, filename = self.test_images
+        try:
+            return hub_images.hub_test_images(repo_id, filename)
+        except Exception as e:  # noqa: BLE001 - no network, HF_HUB_OFFLINE, a 404, a bad file: the upload still works
+            logger.warning("%s test images from %s/%s: %s", self.title, repo_id, filename, e)
+            raise ValueError(
+                f"the {self.title} test images could not be fetched from the Hub ({repo_id}: {type(e).__name__}): "
+                "upload an image instead"
+            ) from None
+
 
 PAPER_MODELS = (
-    PaperModel("google/ddpm-cifar10-32", "CIFAR-10", ("picture", "pictures"), 143, 32),
+    PaperModel(
+        "google/ddpm-cifar10-32",
+        "CIFAR-10",
+        ("picture", "pictures"),
+        143,
+        32,
+        test_images=("uoft-cs/cifar10", "plain_text/test-00000-of-00001.parquet"),  # 23.9 MB
+    ),
     PaperModel("google/ddpm-ema-church-256", "LSUN church", ("church", "churches"), 455, 256),
     PaperModel("google/ddpm-ema-bedroom-256", "LSUN bedroom", ("bedroom", "bedrooms"), 455, 256),
     PaperModel("google/ddpm-ema-cat-256", "LSUN cat", ("cat", "cats"), 455, 256),

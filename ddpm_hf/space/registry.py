@@ -82,6 +82,20 @@ class Model:
         """The paper's model this is (a ``google/ddpm-*`` repo), or None."""
         return paper.BY_REPO.get(self.name)
 
+    def test_sample(self) -> torch.Tensor:
+        """uint8 (N, C, H, W) test images for this model: its built-in dataset's (``test_images``), or for one of the
+        paper's models those it names on the Hub (CIFAR-10's, fetched on first use).
+
+        Raises:
+            ValueError: the model has none here (no built-in dataset in its card; one of the paper's models without
+                test images, or whose images the Hub did not give): the message asks for an upload.
+        """
+        if self.dataset is not None:
+            return test_images(self.dataset)
+        if self.paper_model:
+            return self.paper_model.fetch_test_images()
+        raise ValueError(f"model {self.name!r} names no built-in dataset in its card: upload an image instead")
+
     @property
     def grey(self) -> bool:
         """A one-channel model of white-on-black pictures (the built-in datasets): drawn on a black canvas."""
