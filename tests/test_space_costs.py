@@ -83,3 +83,10 @@ def test_a_model_the_hub_did_not_answer_for_says_why(tmp_path):
         registry.get("google/ddpm-cifar10-32")
     assert "other/x" not in registry.refused
     assert registry.get("local").cost is not None  # measured when it loaded
+
+
+def test_a_run_faster_than_the_measured_cost_lowers_it_and_a_slower_one_does_not():
+    faster = DEAR.after_run(forwards=4, steps=10, seconds=4.25)  # predicted 8.5 s: half
+    assert faster.step_seconds(4) == pytest.approx(DEAR.step_seconds(4) / 2)
+    assert faster.fixed / faster.per_image == pytest.approx(DEAR.fixed / DEAR.per_image)
+    assert DEAR.after_run(forwards=4, steps=10, seconds=20.0) == DEAR  # a busy run says nothing about the machine

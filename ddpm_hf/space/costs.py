@@ -39,20 +39,30 @@ class Cost:
     def seconds(self, forwards: int, steps: int) -> float:
         return self.step_seconds(forwards) * steps
 
+    def after_run(self, forwards: int, steps: int, seconds: float) -> "Cost":
+        """This cost, scaled down when a run of ``steps`` steps on ``forwards`` images took less than it predicts: a
+        load measured while other work held the cores overstates it, and only real runs can say by how much."""
+        ratio = seconds / max(self.seconds(forwards, steps), 1e-9)
+        return Cost(self.fixed * ratio, self.per_image * ratio, self.device) if ratio < 1 else self
+
     @property
     def capped(self) -> bool:
         """Whether requests are sized to the budget (on a CPU; a GPU runs what is asked)."""
         return self.device != "cuda"
 
 
-def measure(unet, scheduler, steps: int = 2) -> Cost:
-    """Time ``steps`` reverse steps at 1 and at 4 images (after one warm-up of each) and fit ``Cost``."""
+def measure(unet, scheduler, steps: int = 2, repeats: int = 2) -> Cost:
+    """Time ``steps`` reverse steps at 1 and at 4 images (after one warm-up of each; the best of ``repeats``) and fit
+    ``Cost``."""
     seconds = {}
     for n in (1, 4):
         sample(unet, scheduler, n, seed=0, num_inference_steps=1, output_type="pt")  # warm-up and the speed choice
-        start = time.perf_counter()
-        sample(unet, scheduler, n, seed=0, num_inference_steps=steps, output_type="pt")
-        seconds[n] = (time.perf_counter() - start) / steps
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sample(unet, scheduler, n, seed=0, num_inference_steps=steps, output_type="pt")
+            runs.append((time.perf_counter() - start) / steps)
+        seconds[n] = min(runs)
     per_image = max((seconds[4] - seconds[1]) / 3, 0.0)
     return Cost(max(seconds[1] - per_image, 0.0), per_image, unet.device.type)
 

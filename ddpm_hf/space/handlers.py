@@ -50,7 +50,10 @@ class Handlers:
             m, class_name, guidance_scale, num_images, sampler, num_inference_steps, variance, seed
         )
         hint = texts.few_steps_hint(texts.Subject.of(m), sampler, request.num_inference_steps)
+        start = time.perf_counter()
         yield from stream(chains.run_chain(m, request), progress, done_line=" ".join(filter(None, (capped, hint))))
+        forwards = request.num_images * (2 if request.guidance_scale not in (None, 0, 1) else 1)
+        m.ran(forwards, request.num_inference_steps, time.perf_counter() - start)
 
     def pick_seed(self, randomize, seed, *checked):
         """The seed a run will use, shown in its box so that it can be replayed: a new one when ``randomize`` is on,

@@ -101,6 +101,12 @@ class Model:
         """A one-channel model of white-on-black pictures (the built-in datasets): drawn on a black canvas."""
         return self.channels == 1 and self.dataset in data.BUILT_IN
 
+    def ran(self, forwards: int, steps: int, seconds: float) -> None:
+        """A chain of ``steps`` steps on ``forwards`` images took ``seconds``: the cost follows it down
+        (``costs.Cost.after_run``)."""
+        if self.cost is not None and steps > 0:
+            self.cost = self.cost.after_run(forwards, steps, seconds)
+
     def default_request(self) -> costs.Sized:
         """The Sample tab's starting request, sized to this model's measured cost."""
         return costs.default_request(self.cost, guided=bool(self.class_names))
