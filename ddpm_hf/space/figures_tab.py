@@ -27,9 +27,11 @@ def picture(label: str, alt: str) -> gr.Image:
     return gr.Image(label=label, alt_text=alt, min_width=140, **PNG)
 
 
-def intro(title: str, explanation: str, equation: str) -> None:
-    """A figure's heading, what it shows in plain words, and its equation (LaTeX, displayed)."""
-    gr.Markdown(f"### {title}\n{explanation}\n\n$${equation}$$", latex_delimiters=LATEX)
+def intro(title: str, explanation: str, *equations: str) -> None:
+    """A figure's heading, what it shows in plain words, and its equations (LaTeX, one displayed line each, short
+    enough for a phone's width)."""
+    lines = "\n".join(f"$${equation}$$" for equation in equations)
+    gr.Markdown(f"### {title}\n{explanation}\n\n{lines}", latex_delimiters=LATEX)
 
 
 def figures_tab(h: Handlers, figures: FigureHandlers, picker) -> None:
@@ -44,8 +46,8 @@ def shared_xt_section(h: Handlers, figures: FigureHandlers, picker) -> None:
         "Figure 7: many samples from one noisy picture",
         "A picture is noised **once** to $x_t$, and several reverse chains run from that same $x_t$, each with its "
         "own noise: what the samples share is what survived the noise at $t$; the larger $t$, the less they share.",
-        r"x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon \text{ (one } \epsilon\text{)},\quad"
-        r" x_0^{(k)} \sim p_\theta(x_0 \mid x_t),\ k = 1, \dots, n",
+        r"x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon \text{ (one } \epsilon\text{)}",
+        r"x_0^{(k)} \sim p_\theta(x_0 \mid x_t),\ k = 1, \dots, n",
     )
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
@@ -75,8 +77,8 @@ def interpolation_section(h: Handlers, figures: FigureHandlers, picker) -> None:
         "Two pictures are noised to the same $t$ with the same noise, mixed, and each mix is brought back by the "
         "reverse chain (with the same noise for every mix): the row goes from the first picture to the second "
         "through pictures of the model's own; the larger $t$, the coarser and more varied the row.",
-        r"\bar x_t = (1-\lambda)\,x_t + \lambda\,x'_t,\quad \bar x_0 \sim p_\theta(x_0 \mid \bar x_t),\quad"
-        r" \lambda = 0, 0.25, \dots, 1 \text{ and yours}",
+        r"\bar x_t = (1-\lambda)\,x_t + \lambda\,x'_t",
+        r"\bar x_0 \sim p_\theta(x_0 \mid \bar x_t),\quad \lambda = 0, 0.25, \dots, 1",
     )
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
