@@ -1,23 +1,34 @@
-"""The app's queue under load: quick endpoints do not wait behind a reverse chain, and 20 concurrent clients are
-each served or told that the queue is full, while the app keeps answering."""
+"""The app's queue under load: quick endpoints do not wait behind a reverse chain; 20 concurrent clients, half of them
+sampling and half asking ``/forward`` one same question, are each served or told that the queue is full, twice in a
+row, while the app keeps answering; and a picture Gradio rewrites in its cache is never served cut short."""
 
 import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
+from gradio import processing_utils
 from gradio_client import Client
 from gradio_client.utils import Status
+from PIL import Image
 from test_app import MODEL, running_app, write_tiny_model
+
+import ddpm_hf.space.traffic  # noqa: F401 - importing it makes Gradio's picture writes atomic, as app.py does
 
 QUEUE_SIZE = 4
 CLIENTS = 20
+ROUNDS = 2
+FORWARDS = 3  # requests of each /forward client in a round, one after another: one picture downloaded while rewritten
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     write_tiny_model(models)
-    with running_app(models, tmp_path_factory.mktemp("log") / "app.log", DDPM_HF_QUEUE_SIZE=str(QUEUE_SIZE)) as url:
+    log = tmp_path_factory.mktemp("log") / "app.log"
+    # every client here is 127.0.0.1: a burst large enough that the rate limit refuses none of them
+    with running_app(models, log, DDPM_HF_QUEUE_SIZE=str(QUEUE_SIZE), DDPM_HF_QUICK_BURST="200") as url:
         yield url
 
 
@@ -36,15 +47,24 @@ def test_a_quick_request_does_not_wait_behind_sampling(app_url):
     job.cancel()
 
 
-def test_concurrent_clients_are_served_or_told_the_queue_is_full(app_url):
+def concurrent_clients(app_url) -> list:
+    """``CLIENTS`` clients at once, each with its own connections: the even ones sample (each its own seed), the odd
+    ones ask /forward the same question ``FORWARDS`` times, so that the same pictures are made and downloaded at once.
+
+    Returns:
+        Each client's answer, or the exception it got.
+    """
     outcomes: list = [None] * CLIENTS
 
     def call(i: int) -> None:
         try:
-            outcomes[i] = Client(app_url, verbose=False).predict(
-                MODEL, 2, "ddpm", 100, "fixed_small", i, api_name="/sample"
-            )
-        except Exception as e:  # noqa: BLE001 - recorded and checked below
+            client = Client(app_url, verbose=False)
+            if i % 2:
+                for _ in range(FORWARDS):
+                    outcomes[i] = client.predict(MODEL, 0, None, 10, 0, api_name="/forward")
+            else:
+                outcomes[i] = client.predict(MODEL, 2, "ddpm", 100, "fixed_small", i, api_name="/sample")
+        except Exception as e:  # noqa: BLE001 - recorded and checked by the caller
             outcomes[i] = e
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(CLIENTS)]
@@ -52,9 +72,40 @@ def test_concurrent_clients_are_served_or_told_the_queue_is_full(app_url):
         thread.start()
     for thread in threads:
         thread.join(timeout=600)
-    served = [o for o in outcomes if isinstance(o, tuple)]
-    refused = [o for o in outcomes if isinstance(o, Exception)]
-    assert len(served) + len(refused) == CLIENTS, outcomes
-    assert served and refused, f"{len(served)} served, {len(refused)} refused: the queue limit never acted"
-    assert all("queue is full" in str(e).lower() for e in refused), refused
+    return outcomes
+
+
+def test_concurrent_clients_twice_in_a_row_are_served_or_told_the_queue_is_full(app_url):
+    rounds = [concurrent_clients(app_url) for _ in range(ROUNDS)]
+    for outcomes in rounds:
+        assert all(o is not None for o in outcomes), f"a client got no answer within 600 s: {outcomes}"
+        others = [o for o in outcomes if isinstance(o, Exception) and "queue is full" not in str(o).lower()]
+        assert not others, f"{len(others)} of {CLIENTS} clients neither served nor told the queue is full: {others}"
+    served = sum(isinstance(o, tuple) for outcomes in rounds for o in outcomes)
+    assert 0 < served < ROUNDS * CLIENTS, f"{served} of {ROUNDS * CLIENTS} served: the queue limit never acted"
     assert Client(app_url, verbose=False).predict(MODEL, 0, None, 10, 0, api_name="/forward")[4] > 0.99
+
+
+def test_a_picture_rewritten_in_gradios_cache_is_never_read_cut_short(tmp_path):
+    """Gradio names a picture's cache file after its bytes, so requests with the same answer write one path: while two
+    threads write it again and again, every read finds the whole file (``traffic`` makes the write atomic)."""
+    assert processing_utils.save_pil_to_cache.atomic
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8))
+    path = Path(processing_utils.save_pil_to_cache(picture, str(tmp_path), format="png"))
+    size, deadline, paths = path.stat().st_size, time.monotonic() + 1.0, set()
+
+    def rewrite() -> None:
+        while time.monotonic() < deadline:
+            paths.add(processing_utils.save_pil_to_cache(picture, str(tmp_path), format="png"))
+
+    writers = [threading.Thread(target=rewrite) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    reads = []
+    while time.monotonic() < deadline:
+        reads.append(len(path.read_bytes()))
+    for writer in writers:
+        writer.join()
+    assert paths == {str(path)} and len(reads) > 100
+    assert set(reads) == {size}, f"{sum(n != size for n in reads)} of {len(reads)} reads were cut short"
+    assert [p.name for p in tmp_path.iterdir()] == [path.parent.name], "a staging folder was left behind"

@@ -1,16 +1,28 @@
-"""Traffic limits of the Space: a per-client rate limit on the quick endpoints.
+"""Traffic of the Space: a per-client rate limit on the quick endpoints, and pictures served whole under load.
 
 Every quick request (forward process, schedule, posterior step, bound) writes pictures that Gradio keeps in its cache
 until ``delete_cache`` prunes them; a client looping on one of them could fill the disk. ``RateLimit`` lets each
 client make ``burst`` requests at once and ``per_minute`` a minute after that (a token bucket per client).
+
+Gradio (6.31) writes a picture result into its cache in place, at a path named after the hash of its bytes
+(``processing_utils.save_pil_to_cache``): two requests with the same answer (ten clients asking ``/forward`` for the
+same image, t and seed) write one file, and a client downloading it while it is rewritten is sent a file cut short,
+which uvicorn answers by dropping the connection ("peer closed connection without sending complete message body").
+Importing this module (``app.py`` does) makes that write atomic (``save_pictures_atomically``), as Gradio's own
+``save_file_to_cache`` already is.
 """
 
 import functools
 import inspect
+import os
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import gradio as gr
+from gradio import processing_utils
 
 from .limits import QUICK_BURST, QUICK_PER_MINUTE
 
@@ -84,3 +96,35 @@ def rate_limited(fn, limit: RateLimit, behind_proxy: bool = False):
     request = inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=gr.Request)
     limited.__signature__ = signature.replace(parameters=[*signature.parameters.values(), request])
     return limited
+
+
+def save_pictures_atomically(save_pil_to_cache):
+    """Gradio's ``save_pil_to_cache`` writing into a fresh folder of its own and renaming the file into place: a reader
+    of the path sees the whole file, old or new (the same bytes: the path is their hash), never a half-written one.
+
+    Args:
+        save_pil_to_cache: Gradio's function; it still encodes, hashes and names the file.
+
+    Returns:
+        The function with Gradio's signature.
+    """
+
+    @functools.wraps(save_pil_to_cache)
+    def save(img, cache_dir: str, *args, **kwargs) -> str:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache_dir))
+        try:
+            written = Path(save_pil_to_cache(img, str(staging), *args, **kwargs))
+            path = Path(cache_dir).resolve() / written.relative_to(staging.resolve())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(written, path)
+            return str(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    save.atomic = True
+    return save
+
+
+if not getattr(processing_utils.save_pil_to_cache, "atomic", False):
+    processing_utils.save_pil_to_cache = save_pictures_atomically(processing_utils.save_pil_to_cache)
