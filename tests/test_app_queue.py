@@ -1,7 +1,9 @@
 """The app's queue under load: quick endpoints do not wait behind a reverse chain; 20 concurrent clients, half of them
 sampling and half asking ``/forward`` one same question, are each served or told that the queue is full, twice in a
-row, while the app keeps answering; and a picture Gradio rewrites in its cache is never served cut short."""
+row, while the app keeps answering; a picture Gradio rewrites in its cache is never served cut short; and a chain
+streams few pictures and keeps none of them."""
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -15,6 +17,8 @@ from PIL import Image
 from test_app import MODEL, running_app, write_tiny_model
 
 import ddpm_hf.space.traffic  # noqa: F401 - importing it makes Gradio's picture writes atomic, as app.py does
+from ddpm_hf.space import chains, images, limits, outputs
+from ddpm_hf.space.registry import Registry
 
 QUEUE_SIZE = 4
 CLIENTS = 20
@@ -109,3 +113,25 @@ def test_a_picture_rewritten_in_gradios_cache_is_never_read_cut_short(tmp_path):
     assert paths == {str(path)} and len(reads) > 100
     assert set(reads) == {size}, f"{sum(n != size for n in reads)} of {len(reads)} reads were cut short"
     assert [p.name for p in tmp_path.iterdir()] == [path.parent.name], "a staging folder was left behind"
+
+
+def test_a_run_streams_few_pictures_and_keeps_none(tmp_path):
+    """A 50-step run streams its first step and one every ``ceil(50 / PREVIEWS)`` steps after it, more only on a slow
+    run, and not its last (the result shows it); each picture's file is gone once the next update is asked for, and
+    all of them once the run ends. The finished run's frame is the GIF's last."""
+    model = Registry({MODEL: str(write_tiny_model(tmp_path))}).get(MODEL)
+    start, steps, files = time.monotonic(), [], []
+    run = chains.run_chain(model, chains.ChainRequest(2, "ddpm", 50, "fixed_small", 0))
+    for update in outputs.stream(run, lambda *args, **kwargs: None):
+        if update.state and "step" in update.state:
+            assert all(not f.exists() for f in files), "an earlier picture's file is still there"
+            files.append(Path(update.grid))
+            assert files[-1].is_file()
+            steps.append(update.state["step"])
+    assert set(range(1, 50, math.ceil(50 / limits.PREVIEWS))) <= set(steps) and 50 not in steps
+    assert len(steps) <= limits.PREVIEWS + (time.monotonic() - start) / limits.PREVIEW_SECONDS
+    assert not files[-1].parent.exists()
+    last = len(update.state["labels"]) - 1
+    assert np.array_equal(
+        np.asarray(update.frame.convert("RGB")), np.asarray(images.animation_frame(update.animation, last))
+    )

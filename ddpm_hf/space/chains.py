@@ -1,8 +1,10 @@
 """Streamed reverse chains for the Space: sampling, a user's picture through noise and back, and inpainting.
 
 Each run iterates ``ddpm_hf.sampling.reverse_chain`` and yields a ``Progress`` (the batch as it is now beside the
-x̂_0 it is heading to) every few steps and one ``Finished`` at the end (the result grid and a GIF of x_t beside x̂_0).
-Closing the iterator stops the chain at once: no thread runs behind it.
+x̂_0 it is heading to, drawn as the GIF's frames are) after the first step, every few steps and at least every
+``PREVIEW_SECONDS``, and one ``Finished`` at the end (the result grid and a GIF of x_t beside x̂_0). Each ``Progress``
+reaches a visitor as a picture to download, so there are at most ``PREVIEWS`` of them on a quick run, and none of the
+last step (``Finished`` shows it). Closing the iterator stops the chain at once: no thread runs behind it.
 """
 
 import math
@@ -17,7 +19,7 @@ from PIL import Image
 from .. import pictures
 from ..sampling import ChainStep, Trajectory, initial_noise, reverse_chain, seed_generators
 from .images import animation_scale, grid_scale, new_file, picture
-from .limits import ANIMATION_FRAMES, PREVIEWS
+from .limits import ANIMATION_FRAMES, PREVIEW_SECONDS, PREVIEWS
 from .registry import Model
 
 
@@ -71,12 +73,13 @@ def about(seconds: float | None) -> str:
 @dataclass
 class Finished:
     """The result grid, the denoising GIF, one label per GIF frame ("step 12 of 32, t = 390") and the result batch
-    itself (B, C, H, W) in [-1, 1] on the CPU."""
+    itself (B, C, H, W) in [-1, 1] on the CPU; ``frame``, the GIF's last frame as drawn (None: read it from the GIF)."""
 
     grid: Image.Image
     animation: Path
     labels: list[str]
     result: torch.Tensor | None = None
+    frame: Image.Image | None = None
 
 
 def run_chain(
@@ -106,7 +109,8 @@ def run_chain(
             ``seed + i``): the images then differ only by where they start.
 
     Yields:
-        ``Progress`` every few steps, then one ``Finished``.
+        ``Progress`` after the first step, every few steps and at least every ``PREVIEW_SECONDS`` (never after the
+        last step), then one ``Finished``.
     """
     unet, n, steps = model.pipe.unet, request.num_images, request.num_inference_steps
     if same_noise:
@@ -139,20 +143,22 @@ def run_chain(
         guidance_scale=request.guidance_scale,
     )
     nrow, size = request.columns or math.ceil(math.sqrt(n)), model.size
-    capture_every, preview_every = max(1, math.ceil(steps / ANIMATION_FRAMES)), max(1, steps // PREVIEWS)
-    trajectory, captured, last, first = Trajectory(), [], None, None
+    capture_every, preview_every = max(1, math.ceil(steps / ANIMATION_FRAMES)), max(1, math.ceil(steps / PREVIEWS))
+    trajectory, captured, last, first, shown = Trajectory(), [], None, None, (-preview_every, 0.0)  # (index, when)
     total = steps if start_timestep is None else None
     try:
         for item in chain:
+            now = time.monotonic()
             if first is None:
-                first = (time.monotonic(), item.timestep)  # the time left is estimated from here on
+                first = (now, item.timestep)  # the time left is estimated from here on
             if item.index % capture_every == 0:
                 trajectory.add(item)
                 captured.append(item.index + 1)
-            if item.index == 0 or (item.index + 1) % preview_every == 0:
-                seconds = time.monotonic() - first[0]
+            due = item.index - shown[0] >= preview_every or now - shown[1] >= PREVIEW_SECONDS
+            if due and item.index + 1 != total:
+                shown = (item.index, now)
                 grid = preview(item, nrow, size)
-                yield Progress(item.index + 1, item.timestep, grid, seconds, total, first[1])
+                yield Progress(item.index + 1, item.timestep, grid, now - first[0], total, first[1])
             last = item
     finally:
         chain.close()
@@ -165,10 +171,11 @@ def run_chain(
     ]
     frames = pictures.denoising_frames(trajectory, nrow, animation_scale(size))
     gif = pictures.save_gif(frames, new_file(".gif", rotate=rotate))
-    yield Finished(picture(result, grid_scale(size), nrow=nrow), gif, labels, result)
+    yield Finished(picture(result, grid_scale(size), nrow=nrow), gif, labels, result, frames[-1])
 
 
 def preview(step: ChainStep, nrow: int, size: int) -> Image.Image:
-    """The batch after ``step`` beside the x̂_0 it predicts, as in the GIF's frames."""
+    """The batch after ``step`` beside the x̂_0 it predicts, drawn as the GIF's frames are (at ``animation_scale``, about
+    the size a page shows it at)."""
     now = Trajectory(timesteps=[step.timestep], x_t=[step.x_prev.float().cpu()], pred_x0=[step.pred_x0.float().cpu()])
-    return pictures.denoising_frames(now, nrow, grid_scale(size))[0]
+    return pictures.denoising_frames(now, nrow, animation_scale(size))[0]

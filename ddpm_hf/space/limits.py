@@ -44,7 +44,11 @@ COMPARED_SAMPLERS = ("dpm++", "ddim")  # the side-by-side view's starting pair: 
 # prediction from pure noise); the Sample tab then says so. DDPM and DDIM need the most steps.
 ENOUGH_STEPS = {"ddpm": 20, "ddim": 20, "ddim-eta1": 20, "sde-dpm++": 5, "dpm++": 5}
 ANIMATION_FRAMES = 30  # captured steps in a denoising GIF (plus the starting x)
-PREVIEWS = 20  # streamed grids per run
+# A running chain streams its picture after its first step, then after ceil(steps / PREVIEWS) more steps or, on a slow
+# run, PREVIEW_SECONDS, whichever comes first, never after its last (the result shows it): each is a picture a visitor
+# downloads, and a quick DDPM-50 run streams 7 of them (26 with PREVIEWS = 20 and a preview of the last step before).
+PREVIEWS = 8
+PREVIEW_SECONDS = 1.0
 BOUND_POINTS = 50  # timesteps of the bound's stratified estimate (and its plotted curve)
 MAX_UPLOAD_BYTES = 5 * 2**20
 MAX_UPLOAD_PIXELS = 4096 * 4096
