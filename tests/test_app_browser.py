@@ -36,7 +36,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TABS = ["Sample", "Your digit", "Inpaint", "Forward", "Posterior", "About"]
+TABS = ["Sample", "Your digit", "Inpaint", "Forward", "Posterior", "Paper figures", "About"]
 DESKTOP, PHONE = {"width": 1400, "height": 1000}, {"width": 390, "height": 844}
 
 if not CHROMIUM.exists():
@@ -244,7 +244,7 @@ def test_every_tab_is_reachable_and_captured(app_url, screenshot_dir, width):
         visible_gif(page)
         for name in TABS:
             tab = page.get_by_role("tab", name=name)
-            assert tab.is_visible(), f"the tab {name!r} is folded away in a menu"  # all six show, on a phone too
+            assert tab.is_visible(), f"the tab {name!r} is folded away in a menu"  # all seven show, on a phone too
             tab.click()
             page.wait_for_timeout(1500)
             page.screenshot(path=screenshot_dir / f"tab-{name.split()[0].lower()}-{width}.png", full_page=True)

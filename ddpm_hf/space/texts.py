@@ -20,13 +20,13 @@ class Subject:
     one: str
     many: str
 
-    grey: bool = True  # white-on-black pictures, drawn on a black canvas; else photos, uploaded in colour
+    grey: bool = True  # one-channel pictures, drawn on a black canvas; else colour photos, uploaded
 
     @classmethod
     def of(cls, model: Model | None) -> "Subject":
         if model is not None and model.paper_model is not None:
             return cls(*model.paper_model.nouns, grey=False)
-        grey = model is None or model.grey
+        grey = model is None or model.channels == 1  # drawn on the black canvas; a photo is uploaded in colour
         return cls(*NOUNS.get(model.dataset if model else None, PICTURES), grey=grey)
 
 
