@@ -12,7 +12,7 @@ On a GPU nothing is capped: the paper's 1000-step chain stays available.
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..sampling import sample
 from . import limits
@@ -115,3 +115,22 @@ def fit(
         f"run is kept under about {MAX_SECONDS:.0f} s."
     )
     return Sized(n, sampler, new_steps, note)
+
+
+def fit_chain(
+    cost: Cost | None,
+    num_images: int,
+    sampler: str,
+    steps: int,
+    start: int | None = None,
+    num_train_timesteps: int = 1000,
+    forwards_per_image: int = 1,
+    shrink_images=True,
+) -> Sized:
+    """``fit`` for a chain of ``steps`` strided steps that starts at t = ``start`` (SDEdit: only its last
+    ``steps · (t + 1) / T`` run; None: all of them), with the step count given back as the chain's own."""
+    runs = steps if start is None else max(1, min(steps, math.ceil((start + 1) * steps / num_train_timesteps)))
+    sized = fit(cost, num_images, sampler, runs, forwards_per_image, shrink_images)
+    if sized.num_inference_steps == runs:
+        return replace(sized, num_inference_steps=steps)
+    return replace(sized, num_inference_steps=max(1, steps * sized.num_inference_steps // runs))

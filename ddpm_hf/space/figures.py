@@ -16,7 +16,6 @@ DDPM chain of SDEdit (``limits.SDEDIT_STEPS`` steps; below one stride, every tim
 to the model's measured cost on a CPU (``costs.fit``); a class-conditional model runs unconditionally (∅).
 """
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,13 +38,6 @@ SHARED_T = 400  # figure 7's: on models/ddpm-mnist 8 chains from test image 0 al
 MIX_T = 250
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # figure 8's row; the chosen λ joins it
 INDEX_B = 1  # figure 8's second test image by default
-
-
-def chain_steps(scheduler, t: int) -> int:
-    """The strided chain's steps for a start at ``t``, as SDEdit runs it: ``SDEDIT_STEPS``, or every timestep when t is
-    below one stride (the strided schedule would keep none of its timesteps)."""
-    T = scheduler.config.num_train_timesteps
-    return limits.SDEDIT_STEPS if t >= T // limits.SDEDIT_STEPS else T
 
 
 def noise_once(model: Model, x0: torch.Tensor, t: int, seed: int) -> torch.Tensor:
@@ -80,15 +72,14 @@ def sized_request(
     model: Model, num_images: int, t: int, seed: int, row: bool = False
 ) -> tuple[chains.ChainRequest, str]:
     """The chains' request from ``t``, cut to the model's measured cost as SDEdit's is (``handlers.class_request``,
-    ``costs.fit``: fewer steps, or fewer images unless they are a ``row``, shown as one), and the note of what was cut
+    ``costs.fit_chain``: fewer steps, or fewer images unless they are a ``row``, shown as one), and the note of what was cut
     ("" if nothing)."""
-    steps, T = chain_steps(model.scheduler, t), model.scheduler.config.num_train_timesteps
-    runs = max(1, min(steps, math.ceil((t + 1) * steps / T)))  # the strided schedule's steps at or below t
-    sized = costs.fit(model.cost, num_images, "ddpm", runs, shrink_images=not row)
-    if sized.num_inference_steps != runs:
-        steps = max(1, steps * sized.num_inference_steps // runs)
+    T = model.scheduler.config.num_train_timesteps
+    sized = costs.fit_chain(model.cost, num_images, "ddpm", limits.sdedit_steps(t, T), t, T, shrink_images=not row)
     columns = sized.num_images if row else None
-    request = chains.ChainRequest(sized.num_images, "ddpm", steps, limits.DEFAULT_VARIANCE, seed, columns=columns)
+    request = chains.ChainRequest(
+        sized.num_images, "ddpm", sized.num_inference_steps, limits.DEFAULT_VARIANCE, seed, columns=columns
+    )
     return request, sized.note
 
 

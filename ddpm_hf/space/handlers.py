@@ -3,7 +3,6 @@
 Each handler's parameter names are its API parameter names. ``ValueError`` messages reach the user as ``gr.Error``.
 """
 
-import math
 import random
 import threading
 import time
@@ -118,8 +117,7 @@ class Handlers:
         if float(x0.max() - x0.min()) < 0.1:
             raise ValueError(f"the drawing is empty: draw a {one} in white on the black canvas, or upload a picture")
         t = views.check_t(t, m.scheduler)
-        T = m.scheduler.config.num_train_timesteps
-        steps = limits.SDEDIT_STEPS if t >= T // limits.SDEDIT_STEPS else T  # below one stride: every timestep
+        steps = limits.sdedit_steps(t, m.scheduler.config.num_train_timesteps)
         request, capped = class_request(
             m, class_name, guidance_scale, num_images, "ddpm", steps, limits.DEFAULT_VARIANCE, seed, start=t
         )
@@ -391,13 +389,12 @@ def class_request(
     labels, n, columns = m.class_request(class_name, num_images)
     w = (m.guidance_scale if guidance_scale is None else float(guidance_scale)) if labels is not None else None
     T = m.scheduler.config.num_train_timesteps
-    runs = steps if start is None else max(1, min(steps, math.ceil((start + 1) * steps / T)))
     forwards = 2 if labels is not None and w not in (0, 1) else 1
-    sized = costs.fit(m.cost, n, sampler, runs, forwards, shrink_images=columns is None)
-    if sized.num_inference_steps != runs:
-        steps = max(1, steps * sized.num_inference_steps // runs)
+    sized = costs.fit_chain(m.cost, n, sampler, steps, start, T, forwards, shrink_images=columns is None)
     labels = labels[: sized.num_images] if labels is not None else None
-    request = chains.ChainRequest(sized.num_images, sampler, steps, variance, seed, labels, w, columns)
+    request = chains.ChainRequest(
+        sized.num_images, sampler, sized.num_inference_steps, variance, seed, labels, w, columns
+    )
     return request, sized.note
 
 

@@ -64,6 +64,12 @@ QUICK_PER_MINUTE, QUICK_BURST = 30, 20
 GPU_SECONDS_PER_STEP, GPU_SECONDS_FIXED = 0.05, 10
 
 
+def sdedit_steps(t: int, num_train_timesteps: int) -> int:
+    """The strided DDPM chain's steps for a start at ``t`` (SDEdit, the paper's figures): ``SDEDIT_STEPS``, or every
+    timestep when t is below one stride (the strided schedule would keep none of its timesteps)."""
+    return SDEDIT_STEPS if t >= num_train_timesteps // SDEDIT_STEPS else num_train_timesteps
+
+
 def default_steps(sampler: str) -> int:
     return SAMPLER_INFO.get(sampler, ("", 50))[1]
 
